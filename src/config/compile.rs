@@ -1,0 +1,688 @@
+//! Validation of the raw schema into the typed configuration the proxy runs on. Every check that can
+//! be made before the first request is made here; each failure names its key path.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use http::{HeaderName, Method};
+use ipnet::IpNet;
+use url::Url;
+
+use super::schema::{AuthMode, OnUnauthenticated, RawConfig, RawLog, RawRoute};
+use super::ConfigIssue;
+use crate::identity::{IdentityHeader, Template};
+use crate::path::canonicalize_path;
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub kratos: KratosConfig,
+    pub cache: CacheConfig,
+    pub log: RawLog,
+    pub routes: Vec<Route>,
+    /// Every identity header name configured on any route (lowercase): stripped from every request.
+    pub identity_header_names: Vec<HeaderName>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub threads: usize,
+    /// The public origin (`https://app.example.com`), no trailing slash.
+    pub public_origin: Option<String>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub grace_period: Duration,
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    pub max_request_header_bytes: usize,
+    pub max_request_headers: usize,
+    pub upstream_connect_timeout: Duration,
+    pub upstream_read_timeout: Duration,
+    pub downstream_read_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct KratosConfig {
+    /// Base URL, always ending in `/`.
+    pub public_url: Url,
+    /// `{public_url}sessions/whoami`.
+    pub whoami_url: Url,
+    pub timeout: Duration,
+    pub session_cookie: String,
+    pub login_url: Option<Url>,
+    pub max_concurrent_whoami: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub max_entries: u64,
+    pub max_ttl: Duration,
+    pub negative_ttl: Duration,
+}
+
+/// Authenticator assurance level (`aal1` < `aal2` < `aal3`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Aal(pub u8);
+
+impl Aal {
+    pub fn parse(s: &str) -> Option<Aal> {
+        let n = s.strip_prefix("aal")?;
+        match n {
+            "0" | "1" | "2" | "3" => n.parse().ok().map(Aal),
+            _ => None,
+        }
+    }
+}
+
+/// How a route is selected: host (optional), exact path or path prefix, methods (optional).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteMatch {
+    /// Lowercase host without port.
+    pub host: Option<String>,
+    /// `true` for `path`, `false` for `path_prefix`.
+    pub exact: bool,
+    /// Canonical; a prefix has no trailing slash except the root `/`.
+    pub path: String,
+    pub methods: Option<Vec<Method>>,
+}
+
+/// An upstream origin, resolved at start-up.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub tls: bool,
+    /// Host name for SNI and certificate checks.
+    pub sni: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub index: usize,
+    pub name: String,
+    pub matcher: RouteMatch,
+    pub upstream: Option<Upstream>,
+    pub auth: AuthMode,
+    pub require_aal: Option<Aal>,
+    pub on_unauthenticated: OnUnauthenticated,
+    pub identity_headers: Vec<IdentityHeader>,
+    pub websocket: bool,
+}
+
+struct Issues(Vec<ConfigIssue>);
+
+impl Issues {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigIssue {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Validates everything; returns every issue found, not just the first.
+pub(super) fn compile(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
+    let mut issues = Issues(Vec::new());
+
+    let listen = socket_addr(&raw.server.listen, "server.listen", &mut issues);
+    let admin_listen = socket_addr(&raw.server.admin_listen, "server.admin_listen", &mut issues);
+    if let (Some(a), Some(b)) = (listen, admin_listen) {
+        if a == b && a.port() != 0 {
+            issues.push(
+                "server.admin_listen",
+                "must differ from server.listen: /metrics never goes on the public listener",
+            );
+        }
+    }
+    if raw.server.threads == 0 {
+        issues.push("server.threads", "must be at least 1");
+    }
+    let public_origin = raw
+        .server
+        .public_url
+        .as_deref()
+        .and_then(|u| origin_only(u, "server.public_url", &mut issues));
+    let mut trusted_proxies = Vec::new();
+    for (i, cidr) in raw.server.trusted_proxies.iter().enumerate() {
+        let key = format!("server.trusted_proxies[{i}]");
+        match cidr.parse::<IpNet>().or_else(|_| {
+            cidr.parse::<std::net::IpAddr>()
+                .map(IpNet::from)
+                .map_err(|_| ())
+        }) {
+            Ok(net) if net.prefix_len() == 0 => issues.push(
+                key,
+                format!("`{cidr}` trusts every address; list the proxies in front of sessiongate"),
+            ),
+            Ok(net) => trusted_proxies.push(net),
+            Err(_) => issues.push(key, format!("`{cidr}` is not a CIDR or IP address")),
+        }
+    }
+    positive(raw.server.grace_period, "server.grace_period", &mut issues, true);
+    if raw.server.max_request_header_bytes < 1024 {
+        issues.push("server.max_request_header_bytes", "must be at least 1024");
+    }
+    if raw.server.max_request_headers == 0 {
+        issues.push("server.max_request_headers", "must be at least 1");
+    }
+    positive(
+        raw.server.upstream_connect_timeout,
+        "server.upstream_connect_timeout",
+        &mut issues,
+        false,
+    );
+    positive(
+        raw.server.upstream_read_timeout,
+        "server.upstream_read_timeout",
+        &mut issues,
+        false,
+    );
+    positive(
+        raw.server.downstream_read_timeout,
+        "server.downstream_read_timeout",
+        &mut issues,
+        false,
+    );
+
+    let kratos_url = http_url(&raw.kratos.public_url, "kratos.public_url", &mut issues).map(|mut u| {
+        if !u.path().ends_with('/') {
+            let p = format!("{}/", u.path());
+            u.set_path(&p);
+        }
+        u.set_query(None);
+        u.set_fragment(None);
+        u
+    });
+    let whoami_url = kratos_url.as_ref().and_then(|u| u.join("sessions/whoami").ok());
+    positive(raw.kratos.timeout, "kratos.timeout", &mut issues, false);
+    if !is_token(&raw.kratos.session_cookie) {
+        issues.push(
+            "kratos.session_cookie",
+            format!("`{}` is not a valid cookie name", raw.kratos.session_cookie),
+        );
+    }
+    let login_url = raw
+        .kratos
+        .login_url
+        .as_deref()
+        .and_then(|u| http_url(u, "kratos.login_url", &mut issues));
+    if raw.kratos.max_concurrent_whoami == 0 {
+        issues.push("kratos.max_concurrent_whoami", "must be at least 1");
+    }
+
+    if raw.cache.max_entries == 0 {
+        issues.push("cache.max_entries", "must be at least 1");
+    }
+
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
+        issues.push("log.level", format!("not a valid filter: {e}"));
+    }
+
+    let mut routes = Vec::new();
+    let mut identity_header_names: Vec<HeaderName> = Vec::new();
+    if raw.routes.is_empty() {
+        issues.push("routes", "at least one route is required");
+    }
+    for (i, r) in raw.routes.iter().enumerate() {
+        if let Some(route) = compile_route(i, r, login_url.is_some(), &mut issues) {
+            for h in &route.identity_headers {
+                if !identity_header_names.contains(&h.name) {
+                    identity_header_names.push(h.name.clone());
+                }
+            }
+            routes.push(route);
+        }
+    }
+    check_route_conflicts(&routes, &mut issues);
+
+    if !issues.0.is_empty() {
+        return Err(issues.0);
+    }
+    // Every Option below is Some: a None pushed an issue above.
+    let (Some(listen), Some(admin_listen), Some(public_url), Some(whoami_url)) =
+        (listen, admin_listen, kratos_url, whoami_url)
+    else {
+        return Err(vec![ConfigIssue {
+            path: "(internal)".into(),
+            message: "validation incomplete".into(),
+        }]);
+    };
+    Ok(Config {
+        server: ServerConfig {
+            listen,
+            admin_listen,
+            threads: raw.server.threads,
+            public_origin,
+            trusted_proxies,
+            grace_period: raw.server.grace_period,
+            limits: LimitsConfig {
+                max_request_header_bytes: raw.server.max_request_header_bytes,
+                max_request_headers: raw.server.max_request_headers,
+                upstream_connect_timeout: raw.server.upstream_connect_timeout,
+                upstream_read_timeout: raw.server.upstream_read_timeout,
+                downstream_read_timeout: raw.server.downstream_read_timeout,
+            },
+        },
+        kratos: KratosConfig {
+            public_url,
+            whoami_url,
+            timeout: raw.kratos.timeout,
+            session_cookie: raw.kratos.session_cookie,
+            login_url,
+            max_concurrent_whoami: raw.kratos.max_concurrent_whoami,
+        },
+        cache: CacheConfig {
+            max_entries: raw.cache.max_entries,
+            max_ttl: raw.cache.max_ttl,
+            negative_ttl: raw.cache.negative_ttl,
+        },
+        log: raw.log,
+        routes,
+        identity_header_names,
+    })
+}
+
+fn compile_route(
+    i: usize,
+    r: &RawRoute,
+    have_login_url: bool,
+    issues: &mut Issues,
+) -> Option<Route> {
+    let key = |k: &str| format!("routes[{i}].{k}");
+    let before = issues.0.len();
+
+    if r.name.is_empty()
+        || !r
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        issues.push(
+            key("name"),
+            format!("`{}` must be non-empty and use only letters, digits, '-', '_', '.'", r.name),
+        );
+    }
+
+    let matcher_path = match (&r.path, &r.path_prefix) {
+        (Some(_), Some(_)) => {
+            issues.push(key("path"), "set either `path` or `path_prefix`, not both");
+            None
+        }
+        (None, None) => {
+            issues.push(key("path_prefix"), "one of `path` or `path_prefix` is required");
+            None
+        }
+        (Some(p), None) => canonical_config_path(p, &key("path"), issues).map(|p| (true, p)),
+        (None, Some(p)) => {
+            canonical_config_path(p, &key("path_prefix"), issues).map(|mut p| {
+                if p.len() > 1 && p.ends_with('/') {
+                    p.pop();
+                }
+                (false, p)
+            })
+        }
+    };
+
+    let host = r.host.as_ref().and_then(|h| {
+        let h = h.to_ascii_lowercase();
+        let valid = !h.is_empty()
+            && h
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if valid {
+            Some(h)
+        } else {
+            issues.push(
+                key("host"),
+                format!("`{h}` is not a host name (no port, no scheme)"),
+            );
+            None
+        }
+    });
+
+    let methods = r.methods.as_ref().map(|ms| {
+        let mut out = Vec::new();
+        if ms.is_empty() {
+            issues.push(key("methods"), "an empty list matches nothing; omit the key to match every method");
+        }
+        for (j, m) in ms.iter().enumerate() {
+            let upper = m.to_ascii_uppercase();
+            match Method::from_bytes(upper.as_bytes()) {
+                Ok(method) if is_token(&upper) => out.push(method),
+                _ => issues.push(format!("routes[{i}].methods[{j}]"), format!("`{m}` is not an HTTP method")),
+            }
+        }
+        out
+    });
+
+    let upstream = match &r.upstream {
+        Some(u) => resolve_upstream(u, &key("upstream"), issues),
+        None => {
+            issues.push(key("upstream"), "required");
+            None
+        }
+    };
+
+    let require_aal = r.require_aal.as_deref().and_then(|a| match Aal::parse(a) {
+        Some(aal) => Some(aal),
+        None => {
+            issues.push(key("require_aal"), format!("`{a}` is not one of aal1, aal2, aal3"));
+            None
+        }
+    });
+    if require_aal.is_some() && r.auth == AuthMode::Anonymous {
+        issues.push(key("require_aal"), "has no effect on an `anonymous` route");
+    }
+    if r.on_unauthenticated == OnUnauthenticated::Redirect && !have_login_url {
+        issues.push(
+            key("on_unauthenticated"),
+            "`redirect` needs kratos.login_url",
+        );
+    }
+
+    let mut identity_headers = Vec::new();
+    for (name, path) in &r.identity_headers {
+        let hkey = format!("routes[{i}].identity_headers.\"{name}\"");
+        match crate::identity::parse_header_name(name) {
+            Ok(header) => match Template::parse(path) {
+                Ok(template) => identity_headers.push(IdentityHeader {
+                    name: header,
+                    template,
+                }),
+                Err(e) => issues.push(hkey, e),
+            },
+            Err(e) => issues.push(hkey, e),
+        }
+    }
+    if !identity_headers.is_empty() && r.auth == AuthMode::Anonymous {
+        issues.push(
+            key("identity_headers"),
+            "an `anonymous` route never has a session to take them from",
+        );
+    }
+
+    if issues.0.len() != before {
+        return None;
+    }
+    let (exact, path) = matcher_path?;
+    Some(Route {
+        index: i,
+        name: r.name.clone(),
+        matcher: RouteMatch {
+            host,
+            exact,
+            path,
+            methods,
+        },
+        upstream,
+        auth: r.auth,
+        require_aal,
+        on_unauthenticated: r.on_unauthenticated,
+        identity_headers,
+        websocket: r.websocket,
+    })
+}
+
+/// Two routes that match exactly the same requests make precedence a coin toss: refuse them.
+fn check_route_conflicts(routes: &[Route], issues: &mut Issues) {
+    for (a_i, a) in routes.iter().enumerate() {
+        if let Some(b) = routes[..a_i].iter().find(|b| b.name == a.name) {
+            issues.push(
+                format!("routes[{}].name", a.index),
+                format!("`{}` is already the name of routes[{}]", a.name, b.index),
+            );
+        }
+        for b in &routes[..a_i] {
+            let same = a.matcher.host == b.matcher.host
+                && a.matcher.exact == b.matcher.exact
+                && a.matcher.path == b.matcher.path;
+            let methods_overlap = match (&a.matcher.methods, &b.matcher.methods) {
+                (Some(x), Some(y)) => x.iter().any(|m| y.contains(m)),
+                _ => true,
+            };
+            if same && methods_overlap {
+                issues.push(
+                    format!("routes[{}]", a.index),
+                    format!(
+                        "matches the same requests as routes[{}] (`{}`); give them different paths, hosts or methods",
+                        b.index, b.name
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn canonical_config_path(p: &str, key: &str, issues: &mut Issues) -> Option<String> {
+    if p.is_empty() {
+        return Some("/".into());
+    }
+    match canonicalize_path(p) {
+        Ok(c) if c == p || (c.len() + 1 == p.len() && p.ends_with('/') && !c.ends_with('/')) => {
+            Some(c)
+        }
+        Ok(c) => {
+            issues.push(key, format!("`{p}` is not canonical; write `{c}`"));
+            None
+        }
+        Err(e) => {
+            issues.push(key, format!("`{p}`: {e}"));
+            None
+        }
+    }
+}
+
+fn resolve_upstream(u: &str, key: &str, issues: &mut Issues) -> Option<Upstream> {
+    let url = http_url(u, key, issues)?;
+    if url.path() != "/" || url.query().is_some() {
+        issues.push(key, format!("`{u}` must be an origin (scheme://host:port) without a path"));
+        return None;
+    }
+    let tls = url.scheme() == "https";
+    let host = url.host_str()?.trim_matches(|c| c == '[' || c == ']').to_string();
+    let port = url.port_or_known_default()?;
+    let addr = match (host.as_str(), port).to_socket_addrs() {
+        Ok(mut addrs) => addrs.next(),
+        Err(e) => {
+            issues.push(key, format!("cannot resolve `{host}`: {e}"));
+            return None;
+        }
+    };
+    let Some(addr) = addr else {
+        issues.push(key, format!("`{host}` resolves to no address"));
+        return None;
+    };
+    Some(Upstream {
+        addr,
+        tls,
+        sni: host,
+        port,
+    })
+}
+
+fn http_url(u: &str, key: &str, issues: &mut Issues) -> Option<Url> {
+    match Url::parse(u) {
+        Ok(url) if (url.scheme() == "http" || url.scheme() == "https") && url.host().is_some() => {
+            if !url.username().is_empty() || url.password().is_some() {
+                issues.push(key, "must not carry credentials");
+                return None;
+            }
+            Some(url)
+        }
+        Ok(_) => {
+            issues.push(key, format!("`{u}` must be an http:// or https:// URL with a host"));
+            None
+        }
+        Err(e) => {
+            issues.push(key, format!("`{u}` is not a URL: {e}"));
+            None
+        }
+    }
+}
+
+fn origin_only(u: &str, key: &str, issues: &mut Issues) -> Option<String> {
+    let url = http_url(u, key, issues)?;
+    if url.path() != "/" || url.query().is_some() {
+        issues.push(key, format!("`{u}` must be an origin without a path"));
+        return None;
+    }
+    Some(url.origin().ascii_serialization())
+}
+
+fn socket_addr(s: &str, key: &str, issues: &mut Issues) -> Option<SocketAddr> {
+    match s.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            issues.push(key, format!("`{s}` is not an ip:port address"));
+            None
+        }
+    }
+}
+
+fn positive(d: Duration, key: &str, issues: &mut Issues, zero_ok: bool) {
+    if !zero_ok && d.is_zero() {
+        issues.push(key, "must be greater than zero");
+    }
+}
+
+/// RFC 7230 token characters.
+pub(crate) fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::from_str;
+
+    fn base(routes: &str) -> String {
+        format!(
+            r#"
+[kratos]
+public_url = "http://127.0.0.1:4433"
+login_url = "https://app.example.com/login"
+{routes}
+"#
+        )
+    }
+
+    fn issues(text: &str) -> Vec<String> {
+        match from_str(text) {
+            Ok(_) => vec![],
+            Err(e) => e.issues().iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn every_error_is_located_and_all_are_reported() {
+        let text = base(
+            r#"
+[[routes]]
+name = "a"
+path_prefix = "/api/../x"
+upstream = "ftp://x"
+auth = "session"
+require_aal = "aal9"
+[routes.identity_headers]
+"Bad Header" = "identity.id"
+"#,
+        );
+        let got = issues(&text);
+        assert!(got.iter().any(|s| s.starts_with("routes[0].path_prefix: ")), "{got:?}");
+        assert!(got.iter().any(|s| s.starts_with("routes[0].upstream: ")), "{got:?}");
+        assert!(got.iter().any(|s| s.starts_with("routes[0].require_aal: ")), "{got:?}");
+        assert!(
+            got.iter().any(|s| s.starts_with("routes[0].identity_headers.\"Bad Header\": ")),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn duplicate_matchers_are_a_conflict() {
+        let text = base(
+            r#"
+[[routes]]
+name = "a"
+path_prefix = "/api"
+upstream = "http://127.0.0.1:1"
+auth = "session"
+[[routes]]
+name = "b"
+path_prefix = "/api/"
+upstream = "http://127.0.0.1:1"
+auth = "anonymous"
+"#,
+        );
+        let got = issues(&text);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].starts_with("routes[1]: matches the same requests as routes[0]"), "{got:?}");
+    }
+
+    #[test]
+    fn disjoint_methods_do_not_conflict() {
+        let text = base(
+            r#"
+[[routes]]
+name = "a"
+path = "/x"
+methods = ["GET"]
+upstream = "http://127.0.0.1:1"
+auth = "anonymous"
+[[routes]]
+name = "b"
+path = "/x"
+methods = ["post"]
+upstream = "http://127.0.0.1:1"
+auth = "session"
+"#,
+        );
+        assert!(issues(&text).is_empty());
+    }
+
+    #[test]
+    fn trusting_everyone_is_refused() {
+        let text = base(
+            r#"
+[server]
+trusted_proxies = ["10.0.0.0/8", "0.0.0.0/0", "nonsense"]
+[[routes]]
+name = "a"
+path = "/x"
+upstream = "http://127.0.0.1:1"
+auth = "anonymous"
+"#,
+        );
+        let got = issues(&text);
+        assert!(got.iter().any(|s| s.starts_with("server.trusted_proxies[1]: ")), "{got:?}");
+        assert!(got.iter().any(|s| s.starts_with("server.trusted_proxies[2]: ")), "{got:?}");
+    }
+
+    #[test]
+    fn auth_is_mandatory_and_redirect_needs_login_url() {
+        let text = r#"
+[kratos]
+public_url = "http://127.0.0.1:4433"
+[[routes]]
+name = "a"
+path = "/x"
+upstream = "http://127.0.0.1:1"
+auth = "session"
+on_unauthenticated = "redirect"
+"#;
+        let got = issues(text);
+        assert!(got.iter().any(|s| s.starts_with("routes[0].on_unauthenticated: ")), "{got:?}");
+        let missing_auth = base(
+            "[[routes]]\nname = \"a\"\npath = \"/x\"\nupstream = \"http://127.0.0.1:1\"\n",
+        );
+        let got = issues(&missing_auth);
+        assert!(got[0].starts_with("routes[0]"), "{got:?}");
+        assert!(got[0].contains("auth"), "{got:?}");
+    }
+}

@@ -1,0 +1,240 @@
+//! Extracting the Kratos session credential from a request, following Kratos's own precedence:
+//! a non-empty `X-Session-Token` wins and nothing else is looked at; else the session cookie; else
+//! `Authorization: Bearer <token>` (scheme case-insensitive, exactly two parts).
+//!
+//! Exactly the credential chosen here is sent to whoami, and the cache is keyed on it, so what was
+//! validated is what was cached.
+
+use http::header::{AUTHORIZATION, COOKIE};
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+
+/// Which of Kratos's three carriers held the credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CredentialKind {
+    Token,
+    Cookie,
+    Bearer,
+}
+
+impl CredentialKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::Token => "token",
+            CredentialKind::Cookie => "cookie",
+            CredentialKind::Bearer => "bearer",
+        }
+    }
+
+    fn tag(self) -> u8 {
+        match self {
+            CredentialKind::Token => 1,
+            CredentialKind::Cookie => 2,
+            CredentialKind::Bearer => 3,
+        }
+    }
+}
+
+/// A credential borrowed from the request headers. Its `Debug` never shows the value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Credential<'a> {
+    pub kind: CredentialKind,
+    pub value: &'a str,
+}
+
+impl std::fmt::Debug for Credential<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credential({}, <{} bytes>)", self.kind.as_str(), self.value.len())
+    }
+}
+
+/// A cache key: SHA-256 of (kind, value). Never the raw credential, never a part of it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CacheKey(pub [u8; 32]);
+
+impl std::fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CacheKey({:02x}{:02x}{:02x}{:02x}..)", self.0[0], self.0[1], self.0[2], self.0[3])
+    }
+}
+
+impl Credential<'_> {
+    pub fn cache_key(&self) -> CacheKey {
+        let mut h = Sha256::new();
+        h.update([self.kind.tag()]);
+        h.update(self.value.as_bytes());
+        CacheKey(h.finalize().into())
+    }
+
+    /// An owned copy for the whoami call.
+    pub fn to_owned(&self) -> OwnedCredential {
+        OwnedCredential {
+            kind: self.kind,
+            value: self.value.to_string(),
+        }
+    }
+}
+
+/// An owned credential (moved into the background whoami task). `Debug` hides the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OwnedCredential {
+    pub kind: CredentialKind,
+    pub value: String,
+}
+
+impl std::fmt::Debug for OwnedCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credential({}, <{} bytes>)", self.kind.as_str(), self.value.len())
+    }
+}
+
+/// Why a request's credential headers cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    /// More than one `X-Session-Token` header: which one Kratos would read is an accident.
+    #[error("more than one X-Session-Token header")]
+    DuplicateToken,
+    /// More than one `Authorization` header.
+    #[error("more than one Authorization header")]
+    DuplicateAuthorization,
+    /// The chosen credential is not something Kratos could accept (not UTF-8, whitespace, control
+    /// characters): it is rejected as Kratos would, without asking Kratos.
+    #[error("malformed credential")]
+    Malformed,
+}
+
+const X_SESSION_TOKEN: &str = "x-session-token";
+
+/// Finds the credential Kratos would use, or `None` when the request carries none.
+pub fn extract<'a>(
+    headers: &'a HeaderMap,
+    cookie_name: &str,
+) -> Result<Option<Credential<'a>>, CredentialError> {
+    let mut tokens = headers.get_all(X_SESSION_TOKEN).iter();
+    if let Some(first) = tokens.next() {
+        if tokens.next().is_some() {
+            return Err(CredentialError::DuplicateToken);
+        }
+        let v = first.to_str().map_err(|_| CredentialError::Malformed)?;
+        if !v.trim().is_empty() {
+            return well_formed(CredentialKind::Token, v).map(Some);
+        }
+    }
+    for cookie_header in headers.get_all(COOKIE) {
+        let Ok(line) = cookie_header.to_str() else {
+            continue;
+        };
+        if let Some(v) = find_cookie(line, cookie_name) {
+            if !v.is_empty() {
+                return well_formed(CredentialKind::Cookie, v).map(Some);
+            }
+        }
+    }
+    let mut auths = headers.get_all(AUTHORIZATION).iter();
+    if let Some(first) = auths.next() {
+        if auths.next().is_some() {
+            return Err(CredentialError::DuplicateAuthorization);
+        }
+        let Ok(v) = first.to_str() else {
+            return Ok(None);
+        };
+        let mut parts = v.split(' ');
+        if let (Some(scheme), Some(token), None) = (parts.next(), parts.next(), parts.next()) {
+            if scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() {
+                return well_formed(CredentialKind::Bearer, token).map(Some);
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn well_formed(kind: CredentialKind, value: &str) -> Result<Credential<'_>, CredentialError> {
+    if value.bytes().any(|b| b.is_ascii_control() || b == b' ' || b >= 0x80) {
+        return Err(CredentialError::Malformed);
+    }
+    Ok(Credential { kind, value })
+}
+
+/// The value of the first cookie called `name` in one `Cookie` header line.
+pub fn find_cookie<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    line.split(';').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k.trim() == name).then(|| v.trim().trim_matches('"'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                http::HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    fn got(pairs: &[(&str, &str)]) -> Result<Option<(CredentialKind, String)>, CredentialError> {
+        let h = headers(pairs);
+        extract(&h, "ory_kratos_session").map(|c| c.map(|c| (c.kind, c.value.to_string())))
+    }
+
+    #[test]
+    fn precedence_follows_kratos() {
+        let all = [
+            ("X-Session-Token", "tok"),
+            ("Cookie", "a=b; ory_kratos_session=cook"),
+            ("Authorization", "Bearer bear"),
+        ];
+        assert_eq!(got(&all), Ok(Some((CredentialKind::Token, "tok".into()))));
+        assert_eq!(got(&all[1..]), Ok(Some((CredentialKind::Cookie, "cook".into()))));
+        assert_eq!(got(&all[2..]), Ok(Some((CredentialKind::Bearer, "bear".into()))));
+        // An empty token is "no token": the cookie is used.
+        assert_eq!(
+            got(&[("X-Session-Token", ""), all[1]]),
+            Ok(Some((CredentialKind::Cookie, "cook".into())))
+        );
+    }
+
+    #[test]
+    fn bearer_rules() {
+        assert_eq!(got(&[("Authorization", "bEaReR t")]), Ok(Some((CredentialKind::Bearer, "t".into()))));
+        assert_eq!(got(&[("Authorization", "Bearer a b")]), Ok(None));
+        assert_eq!(got(&[("Authorization", "Bearer")]), Ok(None));
+        assert_eq!(got(&[("Authorization", "Basic dXNlcjpwYXNz")]), Ok(None));
+        assert_eq!(got(&[("Authorization", "Bearer  t")]), Ok(None));
+    }
+
+    #[test]
+    fn ambiguity_and_malformed_values_are_errors() {
+        assert_eq!(
+            got(&[("X-Session-Token", "a"), ("X-Session-Token", "b")]),
+            Err(CredentialError::DuplicateToken)
+        );
+        assert_eq!(got(&[("X-Session-Token", "a b")]), Err(CredentialError::Malformed));
+        assert_eq!(got(&[("X-Session-Token", "a\tb")]), Err(CredentialError::Malformed));
+    }
+
+    #[test]
+    fn cookies() {
+        assert_eq!(find_cookie("a=1; ory_kratos_session=x; b=2", "ory_kratos_session"), Some("x"));
+        assert_eq!(find_cookie("ory_kratos_session_other=x", "ory_kratos_session"), None);
+        assert_eq!(find_cookie("ory_kratos_session=first; ory_kratos_session=second", "ory_kratos_session"), Some("first"));
+        assert_eq!(got(&[("Cookie", "a=1"), ("Cookie", "ory_kratos_session=y")]), Ok(Some((CredentialKind::Cookie, "y".into()))));
+    }
+
+    #[test]
+    fn cache_key_depends_on_kind_and_whole_value_and_hides_it() {
+        let a = Credential { kind: CredentialKind::Token, value: "secret-token-1" };
+        let b = Credential { kind: CredentialKind::Bearer, value: "secret-token-1" };
+        let c = Credential { kind: CredentialKind::Token, value: "secret-token-2" };
+        assert_ne!(a.cache_key(), b.cache_key());
+        assert_ne!(a.cache_key(), c.cache_key());
+        assert_eq!(a.cache_key(), a.cache_key());
+        assert!(!format!("{a:?} {:?}", a.cache_key()).contains("secret"));
+    }
+}

@@ -1,0 +1,44 @@
+//! # sessiongate
+//!
+//! An auth-aware reverse proxy on [pingora](https://github.com/cloudflare/pingora) for applications whose
+//! identity lives in Ory Kratos. Per request it matches a route, extracts the Kratos session credential,
+//! resolves it to a session (cache, or one coalesced `GET /sessions/whoami`), decides, and forwards
+//! with the identity in headers the client cannot spoof.
+//!
+//! ## Layout
+//!
+//! | module | concept |
+//! |---|---|
+//! | [`config`] | TOML schema, environment overrides, validation into a typed [`config::Config`] |
+//! | [`path`] | canonical request paths (the one spelling used for matching and forwarding) |
+//! | [`routing`] | the route table and its precedence |
+//! | [`credential`] | extracting the credential with Kratos's precedence; cache keys |
+//! | [`session`] | the whoami client, the session projection, the cache with coalescing |
+//! | [`policy`] | route policy + session -> forward or answer |
+//! | [`identity`] | identity header templates, stripping of client-sent copies |
+//! | [`error`] | every answer sessiongate gives itself, and its HTTP form |
+//! | [`proxy`] | the pingora `ProxyHttp` hooks, delegating to the above |
+//! | [`admin`] | health and metrics listener |
+//! | [`metrics`] | Prometheus metrics with bounded labels |
+//! | [`state`] | the reloadable runtime shared by proxy and admin |
+//! | [`server`] | assembling and running the pingora server |
+//!
+//! The binary (`src/main.rs`) only parses the command line, sets up logging and calls [`server`].
+
+pub mod admin;
+pub mod config;
+pub mod credential;
+pub mod error;
+pub mod identity;
+pub mod logging;
+pub mod metrics;
+pub mod path;
+pub mod policy;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod session;
+pub mod state;
+
+pub use config::Config;
+pub use server::{build, Sessiongate};

@@ -1,0 +1,74 @@
+//! The `sessiongate` command: `run` (default) starts the proxy, `check` validates a configuration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "sessiongate", version, about = "An auth-aware reverse proxy for Ory Kratos sessions")]
+struct Cli {
+    /// The configuration file (TOML). Every key can be overridden by SESSIONGATE__SECTION__KEY.
+    #[arg(long, short, global = true, default_value = "config/sessiongate.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the proxy (the default).
+    Run,
+    /// Validate the configuration and exit: 0 when valid, 1 with one line per problem otherwise.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match sessiongate::config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            for issue in e.issues() {
+                if issue.path.is_empty() {
+                    eprintln!("error: {}", issue.message);
+                } else {
+                    eprintln!("error: {issue}");
+                }
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Check => {
+            println!(
+                "{}: ok ({} routes, listen {}, admin {})",
+                cli.config.display(),
+                config.routes.len(),
+                config.server.listen,
+                config.server.admin_listen
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Run => {
+            if let Err(e) = sessiongate::logging::init(&config.log) {
+                eprintln!("error: logging: {e}");
+                return ExitCode::FAILURE;
+            }
+            let lead = config.server.grace_period.min(Duration::from_secs(5)) / 2;
+            let gate = match sessiongate::build(config) {
+                Ok(g) => g,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let signals = sessiongate::server::UnixSignals {
+                shared: gate.shared.clone(),
+                readiness_lead: lead,
+            };
+            gate.run(Box::new(signals));
+            ExitCode::SUCCESS
+        }
+    }
+}

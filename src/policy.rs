@@ -1,0 +1,137 @@
+//! The per-route decision: given the route and what Kratos said about the request's credential, forward
+//! (with or without an identity) or answer with a [`GateError`].
+//!
+//! Fail closed: on a `session` or `optional` route an unanswered whoami is a 503, never a pass.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Method;
+use url::Url;
+
+use crate::config::{Aal, AuthMode, OnUnauthenticated, Route};
+use crate::error::GateError;
+use crate::session::{Resolution, Session};
+
+/// What the request brings for the decision.
+pub struct RequestFacts<'a> {
+    pub method: &'a Method,
+    /// The original URL on the public origin (`server.public_url` + canonical target), when a public
+    /// origin is configured: the `return_to` of login redirects.
+    pub public_url: Option<String>,
+    /// `kratos.login_url`.
+    pub login_url: Option<&'a Url>,
+    /// Kratos's public URL, for building a step-up URL when Kratos gave none.
+    pub kratos_url: &'a Url,
+}
+
+/// A request that goes upstream.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    /// The session whose identity is forwarded; `None` forwards no identity.
+    pub session: Option<Arc<Session>>,
+    /// A session cookie Kratos re-issued, for the client.
+    pub set_cookie: Vec<Bytes>,
+    /// The `outcome` label.
+    pub outcome: &'static str,
+}
+
+impl Forward {
+    fn anonymous(outcome: &'static str) -> Forward {
+        Forward {
+            session: None,
+            set_cookie: Vec::new(),
+            outcome,
+        }
+    }
+}
+
+/// Decides a request. `resolution` is `None` when the request carried no credential.
+pub fn decide(
+    route: &Route,
+    resolution: Option<Resolution>,
+    facts: &RequestFacts<'_>,
+) -> Result<Forward, GateError> {
+    if route.auth == AuthMode::Anonymous {
+        return Ok(Forward::anonymous("anonymous"));
+    }
+    let optional = route.auth == AuthMode::Optional;
+    match resolution {
+        None if optional => Ok(Forward::anonymous("no_credential")),
+        None => Err(unauthenticated(route, facts)),
+        Some(Resolution::Invalid) if optional => Ok(Forward::anonymous("invalid_credential")),
+        Some(Resolution::Invalid) => Err(unauthenticated(route, facts)),
+        Some(Resolution::Valid {
+            session,
+            set_cookie,
+        }) => match route.require_aal {
+            Some(required) if session.aal < required => {
+                if optional {
+                    Ok(Forward::anonymous("aal_insufficient"))
+                } else {
+                    Err(step_up(route, facts, None, required))
+                }
+            }
+            _ => Ok(Forward {
+                session: Some(session),
+                set_cookie,
+                outcome: "authenticated",
+            }),
+        },
+        Some(Resolution::Aal2Required { .. }) if optional => {
+            Ok(Forward::anonymous("aal_insufficient"))
+        }
+        Some(Resolution::Aal2Required {
+            redirect_browser_to,
+        }) => Err(step_up(route, facts, redirect_browser_to, Aal(2))),
+        Some(Resolution::RateLimited { retry_after }) => Err(GateError::RateLimited {
+            retry_after: retry_after.unwrap_or(1),
+        }),
+        Some(Resolution::Unavailable { reason }) => Err(GateError::KratosUnavailable { reason }),
+    }
+}
+
+fn is_browser_navigation(method: &Method) -> bool {
+    method == Method::GET || method == Method::HEAD
+}
+
+fn unauthenticated(route: &Route, facts: &RequestFacts<'_>) -> GateError {
+    let login_redirect = match (route.on_unauthenticated, facts.login_url) {
+        (OnUnauthenticated::Redirect, Some(login)) if is_browser_navigation(facts.method) => {
+            Some(with_return_to(login, facts.public_url.as_deref()))
+        }
+        _ => None,
+    };
+    GateError::Unauthenticated { login_redirect }
+}
+
+fn step_up(
+    route: &Route,
+    facts: &RequestFacts<'_>,
+    from_kratos: Option<String>,
+    required: Aal,
+) -> GateError {
+    let target = from_kratos.or_else(|| {
+        let mut url = facts.kratos_url.join("self-service/login/browser").ok()?;
+        url.query_pairs_mut()
+            .append_pair("aal", &format!("aal{}", required.0));
+        if let Some(back) = &facts.public_url {
+            url.query_pairs_mut().append_pair("return_to", back);
+        }
+        Some(url.to_string())
+    });
+    GateError::StepUpRequired {
+        redirect_browser_to: target,
+        redirect: route.on_unauthenticated == OnUnauthenticated::Redirect
+            && is_browser_navigation(facts.method),
+    }
+}
+
+/// `login_url` with `return_to` set to the original public URL (when there is one).
+fn with_return_to(login: &Url, back: Option<&str>) -> String {
+    let mut url = login.clone();
+    if let Some(back) = back {
+        url.query_pairs_mut().append_pair("return_to", back);
+    }
+    url.to_string()
+}

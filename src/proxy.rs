@@ -1,0 +1,399 @@
+//! The pingora [`ProxyHttp`] implementation. Thin on purpose: each hook delegates to the module that
+//! owns the concept (routing, credential, session, policy, identity, error, metrics).
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{HOST, UPGRADE};
+use http::{HeaderName, HeaderValue};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::H1UpgradePolicy;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::config::{AuthMode, Route};
+use crate::credential::{self, CredentialError};
+use crate::error::GateError;
+use crate::identity;
+use crate::path::{canonicalize, CanonicalTarget};
+use crate::policy::{self, RequestFacts};
+use crate::session::store::LookupKind;
+use crate::session::Resolution;
+use crate::state::{Runtime, Shared};
+
+const X_REQUEST_ID: &str = "x-request-id";
+
+/// Per-request state shared between the hooks.
+pub struct RequestCtx {
+    started: Instant,
+    runtime: Option<Arc<Runtime>>,
+    request_id: String,
+    route: Option<usize>,
+    target: Option<CanonicalTarget>,
+    identity: Vec<(HeaderName, HeaderValue)>,
+    set_cookie: Vec<Bytes>,
+    outcome: &'static str,
+    lookup: Option<LookupKind>,
+    /// Status of an answer sessiongate gave itself (not forwarded).
+    answered: Option<u16>,
+}
+
+/// The proxy: holds the shared, reloadable state.
+pub struct Proxy {
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    pub fn new(shared: Arc<Shared>) -> Proxy {
+        Proxy { shared }
+    }
+
+    /// Routing, credential, session and policy: `Ok` means forward.
+    async fn gate(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        rt: &Runtime,
+    ) -> std::result::Result<(), GateError> {
+        let cfg = &rt.config;
+        let req = session.req_header();
+        let limits = &cfg.server.limits;
+        if req.headers.len() > limits.max_request_headers
+            || header_bytes(req) > limits.max_request_header_bytes
+        {
+            return Err(GateError::HeadersTooLarge);
+        }
+        let target = canonicalize(req.raw_path())?;
+        let host = req
+            .headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.host());
+        let idx = rt
+            .table
+            .find(host, &target.path, &req.method)
+            .ok_or(GateError::NoRoute)?;
+        let route: &Route = &cfg.routes[idx];
+        ctx.route = Some(idx);
+        if req.headers.contains_key(UPGRADE) && !route.websocket {
+            ctx.target = Some(target);
+            return Err(GateError::UpgradeNotAllowed);
+        }
+
+        let resolution = if route.auth == AuthMode::Anonymous {
+            None
+        } else {
+            match credential::extract(&req.headers, &cfg.kratos.session_cookie) {
+                // Kratos would reject it; so do we, without asking.
+                Err(CredentialError::Malformed) => Some(Resolution::Invalid),
+                Err(e) => return Err(GateError::BadCredentialHeaders(e)),
+                Ok(None) => None,
+                Ok(Some(cred)) => {
+                    let (resolution, kind) = rt.store.resolve(&cred).await;
+                    ctx.lookup = Some(kind);
+                    Some(resolution)
+                }
+            }
+        };
+        let public_url = cfg
+            .server
+            .public_origin
+            .as_ref()
+            .map(|o| format!("{o}{}", target.to_target()));
+        ctx.target = Some(target);
+        let facts = RequestFacts {
+            method: &session.req_header().method,
+            public_url,
+            login_url: cfg.kratos.login_url.as_ref(),
+            kratos_url: &cfg.kratos.public_url,
+        };
+        let forward = policy::decide(route, resolution, &facts)?;
+        ctx.outcome = forward.outcome;
+        if let Some(s) = &forward.session {
+            ctx.identity = identity::render_all(&route.identity_headers, &s.json);
+        }
+        ctx.set_cookie = forward.set_cookie;
+        Ok(())
+    }
+
+    /// Writes sessiongate's own answer for `err`.
+    async fn respond(&self, session: &mut Session, ctx: &mut RequestCtx, err: &GateError) -> Result<()> {
+        ctx.outcome = err.outcome();
+        ctx.answered = Some(err.status());
+        let (mut header, body) = err.to_response(&ctx.request_id)?;
+        header.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+        for c in ctx.set_cookie.drain(..) {
+            header.append_header("set-cookie", HeaderValue::from_maybe_shared(c).map_err(|_| {
+                Error::explain(ErrorType::InternalError, "invalid set-cookie from kratos")
+            })?)?;
+        }
+        let head_only = session.req_header().method == http::Method::HEAD;
+        session
+            .write_response_header(Box::new(header), head_only)
+            .await?;
+        if !head_only {
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = RequestCtx;
+
+    /// A fresh context per request: start time, no route, no session yet.
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            runtime: None,
+            request_id: String::new(),
+            route: None,
+            target: None,
+            identity: Vec::new(),
+            set_cookie: Vec::new(),
+            outcome: "none",
+            lookup: None,
+            answered: None,
+        }
+    }
+
+    /// Takes a snapshot of the configuration, assigns the request id, canonicalises the path (400 on
+    /// ambiguous encodings), matches the route (404 JSON when none), extracts the credential, resolves
+    /// the session and decides. Answers itself (returns `true`) unless the decision is "forward".
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let rt = self.shared.runtime();
+        ctx.request_id = request_id(session.req_header());
+        let verdict = self.gate(session, ctx, &rt).await;
+        ctx.runtime = Some(rt);
+        match verdict {
+            Ok(()) => Ok(false),
+            Err(e) => {
+                self.respond(session, ctx, &e).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// The matched route's upstream, resolved at start-up (HTTP or HTTPS with SNI), with the route's
+    /// timeouts and upgrade policy.
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let (rt, idx) = match (&ctx.runtime, ctx.route) {
+            (Some(rt), Some(idx)) => (rt, idx),
+            _ => return Err(Error::explain(ErrorType::InternalError, "no route in context")),
+        };
+        let route = &rt.config.routes[idx];
+        let Some(up) = &route.upstream else {
+            return Err(Error::explain(ErrorType::InternalError, "route has no upstream"));
+        };
+        let limits = &rt.config.server.limits;
+        let mut peer = HttpPeer::new(up.addr, up.tls, up.sni.clone());
+        peer.options.connection_timeout = Some(limits.upstream_connect_timeout);
+        peer.options.read_timeout = Some(limits.upstream_read_timeout);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        peer.options.http_upstream_request_policy.h1_upgrade = if route.websocket {
+            H1UpgradePolicy::WebSocketOnly
+        } else {
+            H1UpgradePolicy::Deny
+        };
+        Ok(Box::new(peer))
+    }
+
+    /// After pingora's hop-by-hop stripping: deletes every configured identity header and the reserved
+    /// `X-Sessiongate-` prefix from the client's request, drops `X-Forwarded-*`/`Forwarded` unless the
+    /// client is a trusted proxy, forwards the canonical path (query untouched), then sets the identity
+    /// headers, the request id and the forwarding headers.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(rt) = ctx.runtime.clone() else {
+            return Err(Error::explain(ErrorType::InternalError, "no runtime in context"));
+        };
+        let cfg = &rt.config;
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let trusted = client_ip.is_some_and(|ip| cfg.server.trusted_proxies.iter().any(|n| n.contains(&ip)));
+
+        let doomed: Vec<HeaderName> = upstream_request
+            .headers
+            .keys()
+            .filter(|n| {
+                identity::is_stripped(n, &cfg.identity_header_names)
+                    || (!trusted && is_forwarding_header(n))
+            })
+            .cloned()
+            .collect();
+        for name in doomed {
+            upstream_request.remove_header(&name);
+        }
+
+        if let Some(target) = &ctx.target {
+            upstream_request.set_raw_path(target.to_target().as_bytes())?;
+        }
+        for (name, value) in ctx.identity.drain(..) {
+            upstream_request.insert_header(name, value)?;
+        }
+        upstream_request.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+        set_forwarding_headers(upstream_request, client_ip, trusted)?;
+        Ok(())
+    }
+
+    /// Adds the request id and any session cookie Kratos re-issued during whoami.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        upstream_response.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+        for c in ctx.set_cookie.drain(..) {
+            if let Ok(v) = HeaderValue::from_maybe_shared(c) {
+                upstream_response.append_header("set-cookie", v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Upstream failures become JSON 502/504 answers; other failures keep pingora's status.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let gate_error = match (e.esource(), e.etype()) {
+            (ErrorSource::Upstream, ErrorType::ConnectTimedout | ErrorType::ReadTimedout) => {
+                Some(GateError::UpstreamTimeout)
+            }
+            (ErrorSource::Upstream, _) => Some(GateError::UpstreamUnreachable),
+            _ => None,
+        };
+        let code = match (&gate_error, e.etype()) {
+            (Some(g), _) => g.status(),
+            (None, ErrorType::HTTPStatus(c)) => *c,
+            (None, ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed) => 0,
+            (None, _) if e.esource() == &ErrorSource::Downstream => 400,
+            (None, _) => 500,
+        };
+        if let Some(route) = ctx.route.and_then(|i| ctx.runtime.as_ref().map(|rt| (rt, i))) {
+            if gate_error.is_some() {
+                self.shared.metrics.upstream_error(&route.0.config.routes[route.1].name);
+            }
+        }
+        if code > 0 && session.response_written().is_none() {
+            match &gate_error {
+                Some(g) => {
+                    let _ = self.respond(session, ctx, g).await;
+                }
+                None => {
+                    let _ = session.respond_error(code).await;
+                }
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// Records the request metrics and writes the access log line (never a credential or a query).
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.answered)
+            .unwrap_or(0);
+        let route = match (&ctx.runtime, ctx.route) {
+            (Some(rt), Some(i)) => rt.config.routes[i].name.as_str(),
+            _ => crate::metrics::NO_ROUTE,
+        };
+        let elapsed = ctx.started.elapsed();
+        let metrics = &self.shared.metrics;
+        metrics.observe_request(route, status, elapsed);
+        if ctx.outcome != "none" {
+            metrics.auth_decision(route, ctx.outcome);
+        }
+        if self.shared.access_log() {
+            let req = session.req_header();
+            let path = ctx.target.as_ref().map_or("-", |t| t.path.as_str());
+            tracing::info!(
+                target: "sessiongate::access",
+                request_id = %ctx.request_id,
+                method = %req.method,
+                path,
+                route,
+                status,
+                outcome = ctx.outcome,
+                cache = ctx.lookup.map_or("-", LookupKind::as_str),
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
+                "request"
+            );
+        }
+    }
+}
+
+/// Total size of the request header block as the client sent it (approximately: names, values,
+/// separators).
+fn header_bytes(req: &RequestHeader) -> usize {
+    req.headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + req.raw_path().len()
+}
+
+fn is_forwarding_header(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    n.starts_with("x-forwarded-") || n == "forwarded" || n == "x-real-ip"
+}
+
+fn set_forwarding_headers(req: &mut RequestHeader, client: Option<IpAddr>, trusted: bool) -> Result<()> {
+    let ip = client.map(|ip| ip.to_string());
+    match (&ip, trusted, req.headers.get("x-forwarded-for").cloned()) {
+        (Some(ip), true, Some(prev)) => {
+            let prev = String::from_utf8_lossy(prev.as_bytes()).into_owned();
+            req.insert_header("x-forwarded-for", format!("{prev}, {ip}"))?;
+        }
+        (Some(ip), _, _) => {
+            req.insert_header("x-forwarded-for", ip.as_str())?;
+        }
+        (None, _, _) => {}
+    }
+    if !req.headers.contains_key("x-forwarded-proto") {
+        req.insert_header("x-forwarded-proto", "http")?;
+    }
+    if !req.headers.contains_key("x-forwarded-host") {
+        if let Some(host) = req.headers.get(HOST).cloned() {
+            req.insert_header("x-forwarded-host", host)?;
+        }
+    }
+    Ok(())
+}
+
+static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The client's `X-Request-Id` when it is short and plain, else a new one.
+fn request_id(req: &RequestHeader) -> String {
+    if let Some(v) = req.headers.get(X_REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty()
+            && b.len() <= 128
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+        {
+            return String::from_utf8_lossy(b).into_owned();
+        }
+    }
+    let n = REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:08x}{:016x}", process_nonce(), n)
+}
+
+fn process_nonce() -> u32 {
+    static NONCE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *NONCE.get_or_init(rand::random)
+}

@@ -1,0 +1,101 @@
+//! Assembling and running the pingora server: the proxy service on `server.listen`, the admin service
+//! on `server.admin_listen`, and the signal handling around them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::listening::Service;
+
+use crate::admin::Admin;
+use crate::config::Config;
+use crate::proxy::Proxy;
+use crate::state::{BuildError, Shared};
+
+/// A built, not yet running, sessiongate.
+pub struct Sessiongate {
+    pub server: Server,
+    pub shared: Arc<Shared>,
+}
+
+/// Builds the pingora server for a validated configuration.
+pub fn build(config: Config) -> Result<Sessiongate, BuildError> {
+    let conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(config.server.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upstream_keepalive_pool_size: 256,
+        ..Default::default()
+    };
+    let listen = config.server.listen;
+    let admin_listen = config.server.admin_listen;
+    let threads = config.server.threads;
+
+    let shared = Shared::new(config)?;
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Proxy::new(Arc::clone(&shared)),
+        "sessiongate proxy",
+    );
+    proxy.add_tcp(&listen.to_string());
+    proxy.threads = Some(threads);
+
+    let mut admin = Service::new(
+        "sessiongate admin".to_string(),
+        Admin::new(Arc::clone(&shared), listen),
+    );
+    admin.add_tcp(&admin_listen.to_string());
+    admin.threads = Some(1);
+
+    server.add_service(proxy);
+    server.add_service(admin);
+    Ok(Sessiongate { server, shared })
+}
+
+impl Sessiongate {
+    /// Runs until `signal` asks to stop; returns after the services have shut down.
+    pub fn run(self, signal: Box<dyn ShutdownSignalWatch>) {
+        self.server.run(RunArgs {
+            shutdown_signal: signal,
+        });
+    }
+}
+
+/// Production signal handling: SIGTERM and SIGQUIT drain (readiness fails first, then the listeners
+/// close and in-flight requests get `server.grace_period`), SIGINT stops at once.
+pub struct UnixSignals {
+    pub shared: Arc<Shared>,
+    /// How long `/health/ready` fails before the listeners close, so load balancers stop sending.
+    pub readiness_lead: Duration,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for UnixSignals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
+        ) else {
+            tracing::error!("cannot install signal handlers; stopping");
+            return ShutdownSignal::FastShutdown;
+        };
+        tokio::select! {
+            _ = int.recv() => {
+                tracing::info!("SIGINT: stopping now");
+                return ShutdownSignal::FastShutdown;
+            }
+            _ = term.recv() => tracing::info!("SIGTERM: draining"),
+            _ = quit.recv() => tracing::info!("SIGQUIT: draining"),
+        }
+        self.shared.start_draining();
+        tokio::time::sleep(self.readiness_lead).await;
+        ShutdownSignal::GracefulTerminate
+    }
+}

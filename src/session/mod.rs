@@ -1,0 +1,131 @@
+//! Sessions: what whoami said about a credential, and remembering it.
+//!
+//! - [`whoami`]: the HTTP client for `GET /sessions/whoami` and the classification of its answers.
+//! - [`store`]: the cache (expiry, negative entries) and request coalescing in front of the client.
+
+pub mod store;
+pub mod whoami;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::config::Aal;
+
+/// The parts of a Kratos session the proxy decides on, plus the whole JSON for identity headers.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: String,
+    pub identity_id: String,
+    pub aal: Aal,
+    pub expires_at: Option<SystemTime>,
+    pub json: Value,
+}
+
+impl Session {
+    /// Projects a whoami 200 body. `None` when the body is not an active, unexpired session.
+    pub fn from_json(json: Value, now: SystemTime) -> Option<Session> {
+        let id = json.get("id")?.as_str()?.to_string();
+        if json.get("active").and_then(Value::as_bool) != Some(true) {
+            return None;
+        }
+        let identity_id = json.get("identity")?.get("id")?.as_str()?.to_string();
+        let aal = json
+            .get("authenticator_assurance_level")
+            .and_then(Value::as_str)
+            .and_then(Aal::parse)
+            .unwrap_or(Aal(1));
+        let expires_at = match json.get("expires_at").and_then(Value::as_str) {
+            Some(s) => Some(parse_rfc3339(s)?),
+            None => None,
+        };
+        if expires_at.is_some_and(|e| e <= now) {
+            return None;
+        }
+        Some(Session {
+            id,
+            identity_id,
+            aal,
+            expires_at,
+            json,
+        })
+    }
+}
+
+fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(SystemTime::from)
+}
+
+/// What the proxy knows about a credential after asking (or remembering) Kratos.
+#[derive(Debug, Clone)]
+pub enum Resolution {
+    /// A valid session. `set_cookie` carries a re-issued session cookie to pass to the client.
+    Valid {
+        session: Arc<Session>,
+        set_cookie: Vec<Bytes>,
+    },
+    /// Kratos rejected the credential (401, inactive or expired session).
+    Invalid,
+    /// Kratos knows the session but wants a second factor (`session_aal2_required`).
+    Aal2Required { redirect_browser_to: Option<String> },
+    /// Kratos is rate-limiting us.
+    RateLimited { retry_after: Option<u64> },
+    /// Kratos did not give a usable answer (5xx, timeout, refused, garbage).
+    Unavailable { reason: UnavailableReason },
+}
+
+/// Why whoami gave no usable answer; the metric label and the log field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnavailableReason {
+    Timeout,
+    Connect,
+    ServerError,
+    BadResponse,
+    Internal,
+}
+
+impl UnavailableReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnavailableReason::Timeout => "timeout",
+            UnavailableReason::Connect => "connect_error",
+            UnavailableReason::ServerError => "server_error",
+            UnavailableReason::BadResponse => "bad_response",
+            UnavailableReason::Internal => "internal",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::time::Duration;
+
+    #[test]
+    fn projection_requires_active_unexpired_sessions() {
+        let now = SystemTime::now();
+        let future = time::OffsetDateTime::from(now + Duration::from_secs(3600))
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("format");
+        let past = "2001-01-01T00:00:00.123456Z";
+        let ok = json!({"id": "s", "active": true, "expires_at": future, "authenticator_assurance_level": "aal2", "identity": {"id": "i"}});
+        let s = Session::from_json(ok.clone(), now).expect("valid");
+        assert_eq!(s.aal, Aal(2));
+        assert_eq!(s.identity_id, "i");
+        let mut inactive = ok.clone();
+        inactive["active"] = json!(false);
+        assert!(Session::from_json(inactive, now).is_none());
+        let mut expired = ok.clone();
+        expired["expires_at"] = json!(past);
+        assert!(Session::from_json(expired, now).is_none());
+        let mut garbage_date = ok.clone();
+        garbage_date["expires_at"] = json!("tomorrow");
+        assert!(Session::from_json(garbage_date, now).is_none());
+        assert!(Session::from_json(json!({"foo": 1}), now).is_none());
+    }
+}

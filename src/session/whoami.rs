@@ -1,0 +1,245 @@
+//! The whoami client: one `GET {kratos}/sessions/whoami` carrying exactly one credential, classified
+//! into a [`Resolution`]. Bounded in time (`kratos.timeout`, waiting for a slot included) and in
+//! concurrency (`kratos.max_concurrent_whoami`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, COOKIE, RETRY_AFTER, SET_COOKIE};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use super::{Resolution, Session, UnavailableReason};
+use crate::config::KratosConfig;
+use crate::credential::{CredentialKind, OwnedCredential};
+use crate::metrics::Metrics;
+
+/// Largest whoami body read; a session is a few KiB.
+const MAX_BODY: usize = 1024 * 1024;
+
+/// A whoami answer and how long Kratos allows it to be cached.
+#[derive(Debug, Clone)]
+pub struct WhoamiAnswer {
+    pub resolution: Resolution,
+    /// `Ory-Session-Cache-For`, when present.
+    pub cache_for: Option<Duration>,
+}
+
+/// The whoami client (cheap to clone: connection pool and limits are shared).
+#[derive(Clone)]
+pub struct WhoamiClient {
+    http: reqwest::Client,
+    url: reqwest::Url,
+    cookie_name: String,
+    timeout: Duration,
+    slots: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+impl WhoamiClient {
+    pub fn new(cfg: &KratosConfig, metrics: Arc<Metrics>) -> Result<WhoamiClient, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout)
+            .pool_max_idle_per_host(cfg.max_concurrent_whoami)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("sessiongate/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(WhoamiClient {
+            http,
+            url: cfg.whoami_url.clone(),
+            cookie_name: cfg.session_cookie.clone(),
+            timeout: cfg.timeout,
+            slots: Arc::new(Semaphore::new(cfg.max_concurrent_whoami)),
+            metrics,
+        })
+    }
+
+    /// Asks Kratos about one credential.
+    pub async fn whoami(&self, cred: &OwnedCredential) -> WhoamiAnswer {
+        let started = Instant::now();
+        let answer = match tokio::time::timeout(self.timeout, self.call(cred)).await {
+            Ok(a) => a,
+            Err(_) => unavailable(UnavailableReason::Timeout),
+        };
+        self.metrics
+            .observe_whoami(result_label(&answer.resolution), started.elapsed());
+        answer
+    }
+
+    /// Whether Kratos answers at all (`GET /health/alive`): `Ok(status)` or the reason it did not.
+    pub async fn probe(&self) -> Result<u16, &'static str> {
+        let Ok(url) = self.url.join("../health/alive") else {
+            return Err("bad url");
+        };
+        match self.http.get(url).send().await {
+            Ok(r) => Ok(r.status().as_u16()),
+            Err(e) if e.is_timeout() => Err("timeout"),
+            Err(e) if e.is_connect() => Err("connect_error"),
+            Err(_) => Err("error"),
+        }
+    }
+
+    async fn call(&self, cred: &OwnedCredential) -> WhoamiAnswer {
+        let Ok(_permit) = self.slots.acquire().await else {
+            return unavailable(UnavailableReason::Internal);
+        };
+        let mut headers = HeaderMap::with_capacity(2);
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let credential_header = match cred.kind {
+            CredentialKind::Token => HeaderValue::from_str(&cred.value)
+                .map(|v| ("x-session-token", v)),
+            CredentialKind::Cookie => {
+                HeaderValue::from_str(&format!("{}={}", self.cookie_name, cred.value))
+                    .map(|v| (COOKIE.as_str(), v))
+            }
+            CredentialKind::Bearer => HeaderValue::from_str(&format!("Bearer {}", cred.value))
+                .map(|v| (AUTHORIZATION.as_str(), v)),
+        };
+        let Ok((name, mut value)) = credential_header else {
+            // Credentials are checked before they get here; an unsendable one is Kratos's 401.
+            return answer(Resolution::Invalid);
+        };
+        value.set_sensitive(true);
+        headers.insert(name, value);
+
+        let resp = match self.http.get(self.url.clone()).headers(headers).send().await {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => return unavailable(UnavailableReason::Timeout),
+            Err(e) if e.is_connect() => return unavailable(UnavailableReason::Connect),
+            Err(_) => return unavailable(UnavailableReason::BadResponse),
+        };
+        let status = resp.status().as_u16();
+        let cache_for = resp
+            .headers()
+            .get("ory-session-cache-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let set_cookie: Vec<Bytes> = resp
+            .headers()
+            .get_all(SET_COOKIE)
+            .iter()
+            .map(|v| Bytes::copy_from_slice(v.as_bytes()))
+            .collect();
+
+        match status {
+            200 => {
+                let Some(body) = read_body(resp).await else {
+                    return unavailable(UnavailableReason::BadResponse);
+                };
+                let Ok(json) = serde_json::from_slice::<Value>(&body) else {
+                    return unavailable(UnavailableReason::BadResponse);
+                };
+                if json.get("id").and_then(Value::as_str).is_none() {
+                    // Not a session at all: a broken Kratos (or something else on that port).
+                    return unavailable(UnavailableReason::BadResponse);
+                }
+                match Session::from_json(json, SystemTime::now()) {
+                    Some(s) => WhoamiAnswer {
+                        resolution: Resolution::Valid {
+                            session: Arc::new(s),
+                            set_cookie,
+                        },
+                        cache_for,
+                    },
+                    None => answer(Resolution::Invalid),
+                }
+            }
+            401 => answer(Resolution::Invalid),
+            403 => {
+                let body = read_body(resp).await.unwrap_or_default();
+                let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let id = json.pointer("/error/id").and_then(Value::as_str);
+                if id == Some("session_aal2_required") {
+                    let redirect = json
+                        .get("redirect_browser_to")
+                        .or_else(|| json.pointer("/error/details/redirect_browser_to"))
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                    answer(Resolution::Aal2Required {
+                        redirect_browser_to: redirect,
+                    })
+                } else {
+                    answer(Resolution::Invalid)
+                }
+            }
+            429 => answer(Resolution::RateLimited { retry_after }),
+            s if s >= 500 => unavailable(UnavailableReason::ServerError),
+            _ => unavailable(UnavailableReason::BadResponse),
+        }
+    }
+}
+
+async fn read_body(mut resp: reqwest::Response) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.ok()? {
+        if out.len() + chunk.len() > MAX_BODY {
+            return None;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Some(out)
+}
+
+fn answer(resolution: Resolution) -> WhoamiAnswer {
+    WhoamiAnswer {
+        resolution,
+        cache_for: None,
+    }
+}
+
+fn unavailable(reason: UnavailableReason) -> WhoamiAnswer {
+    answer(Resolution::Unavailable { reason })
+}
+
+/// `Retry-After` as seconds: either delta-seconds or an HTTP date.
+pub fn parse_retry_after(v: &str) -> Option<u64> {
+    let v = v.trim();
+    if let Ok(n) = v.parse::<u64>() {
+        return Some(n);
+    }
+    let when = httpdate_parse(v)?;
+    Some(
+        when.duration_since(SystemTime::now())
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    )
+}
+
+fn httpdate_parse(v: &str) -> Option<SystemTime> {
+    let fmt = time::format_description::well_known::Rfc2822;
+    time::OffsetDateTime::parse(&v.replace("GMT", "+0000"), &fmt)
+        .ok()
+        .map(SystemTime::from)
+}
+
+/// The metric label of a whoami result.
+pub fn result_label(r: &Resolution) -> &'static str {
+    match r {
+        Resolution::Valid { .. } => "valid",
+        Resolution::Invalid => "invalid",
+        Resolution::Aal2Required { .. } => "aal2_required",
+        Resolution::RateLimited { .. } => "rate_limited",
+        Resolution::Unavailable { reason } => reason.as_str(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("7"), Some(7));
+        assert_eq!(parse_retry_after(" 12 "), Some(12));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(0));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}

@@ -1,0 +1,21 @@
+//! Test doubles for sessiongate's integration tests.
+//!
+//! * [`kratos::KratosDouble`]: Ory Kratos's `GET /sessions/whoami` in Kratos's real wire format
+//!   (bodies validate against Kratos's session schema and parse with `ory-kratos-client`), with
+//!   switchable failure modes ([`kratos::Behavior`]): 401, 403 AAL2 step-up, 429, 500, garbage,
+//!   a JSON non-session, a request that never gets an answer, connections closed mid-response,
+//!   and a real stop/restart (connection refused while stopped).
+//! * [`echo::EchoUpstream`]: an upstream that records every request (raw path, raw query,
+//!   repeated headers, body) and echoes it back as JSON.
+//!
+//! Both are plain HTTP/1.1 servers (hyper) on `127.0.0.1:0` with keep-alive; each runs on the
+//! tokio runtime of the test that started it.
+
+pub mod echo;
+pub mod kratos;
+mod server;
+
+pub use echo::{EchoUpstream, EchoedRequest};
+pub use kratos::{
+    session_json, session_json_at, Behavior, KratosDouble, RecordedRequest, SessionSpec,
+};
