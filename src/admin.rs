@@ -63,14 +63,19 @@ async fn listener_accepts(addr: SocketAddr) -> bool {
         });
     }
     matches!(
-        tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(target)).await,
+        tokio::time::timeout(
+            Duration::from_millis(500),
+            tokio::net::TcpStream::connect(target)
+        )
+        .await,
         Ok(Ok(_))
     )
 }
 
 fn response(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     let mut r = Response::new(body);
-    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    *r.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     if let Ok(v) = http::HeaderValue::from_str(content_type) {
         r.headers_mut().insert(http::header::CONTENT_TYPE, v);
     }
@@ -79,7 +84,8 @@ fn response(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>>
         http::HeaderValue::from_static("no-store"),
     );
     let len = r.body().len();
-    r.headers_mut().insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    r.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
     r
 }
 
@@ -107,7 +113,10 @@ impl ServeHttp for Admin {
                 let text = self.shared.metrics.render(rt.store.entry_count());
                 response(200, "text/plain; version=0.0.4", text.into_bytes())
             }
-            _ => json_response(404, &json!({ "error": { "code": 404, "status": "Not Found" } })),
+            _ => json_response(
+                404,
+                &json!({ "error": { "code": 404, "status": "Not Found" } }),
+            ),
         }
     }
 }

@@ -44,7 +44,12 @@ pub struct Credential<'a> {
 
 impl std::fmt::Debug for Credential<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Credential({}, <{} bytes>)", self.kind.as_str(), self.value.len())
+        write!(
+            f,
+            "Credential({}, <{} bytes>)",
+            self.kind.as_str(),
+            self.value.len()
+        )
     }
 }
 
@@ -54,7 +59,11 @@ pub struct CacheKey(pub [u8; 32]);
 
 impl std::fmt::Debug for CacheKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CacheKey({:02x}{:02x}{:02x}{:02x}..)", self.0[0], self.0[1], self.0[2], self.0[3])
+        write!(
+            f,
+            "CacheKey({:02x}{:02x}{:02x}{:02x}..)",
+            self.0[0], self.0[1], self.0[2], self.0[3]
+        )
     }
 }
 
@@ -84,7 +93,12 @@ pub struct OwnedCredential {
 
 impl std::fmt::Debug for OwnedCredential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Credential({}, <{} bytes>)", self.kind.as_str(), self.value.len())
+        write!(
+            f,
+            "Credential({}, <{} bytes>)",
+            self.kind.as_str(),
+            self.value.len()
+        )
     }
 }
 
@@ -149,7 +163,10 @@ pub fn extract<'a>(
 }
 
 fn well_formed(kind: CredentialKind, value: &str) -> Result<Credential<'_>, CredentialError> {
-    if value.bytes().any(|b| b.is_ascii_control() || b == b' ' || b >= 0x80) {
+    if value
+        .bytes()
+        .any(|b| b.is_ascii_control() || b == b' ' || b >= 0x80)
+    {
         return Err(CredentialError::Malformed);
     }
     Ok(Credential { kind, value })
@@ -191,8 +208,14 @@ mod tests {
             ("Authorization", "Bearer bear"),
         ];
         assert_eq!(got(&all), Ok(Some((CredentialKind::Token, "tok".into()))));
-        assert_eq!(got(&all[1..]), Ok(Some((CredentialKind::Cookie, "cook".into()))));
-        assert_eq!(got(&all[2..]), Ok(Some((CredentialKind::Bearer, "bear".into()))));
+        assert_eq!(
+            got(&all[1..]),
+            Ok(Some((CredentialKind::Cookie, "cook".into())))
+        );
+        assert_eq!(
+            got(&all[2..]),
+            Ok(Some((CredentialKind::Bearer, "bear".into())))
+        );
         // An empty token is "no token": the cookie is used.
         assert_eq!(
             got(&[("X-Session-Token", ""), all[1]]),
@@ -202,7 +225,10 @@ mod tests {
 
     #[test]
     fn bearer_rules() {
-        assert_eq!(got(&[("Authorization", "bEaReR t")]), Ok(Some((CredentialKind::Bearer, "t".into()))));
+        assert_eq!(
+            got(&[("Authorization", "bEaReR t")]),
+            Ok(Some((CredentialKind::Bearer, "t".into())))
+        );
         assert_eq!(got(&[("Authorization", "Bearer a b")]), Ok(None));
         assert_eq!(got(&[("Authorization", "Bearer")]), Ok(None));
         assert_eq!(got(&[("Authorization", "Basic dXNlcjpwYXNz")]), Ok(None));
@@ -215,23 +241,53 @@ mod tests {
             got(&[("X-Session-Token", "a"), ("X-Session-Token", "b")]),
             Err(CredentialError::DuplicateToken)
         );
-        assert_eq!(got(&[("X-Session-Token", "a b")]), Err(CredentialError::Malformed));
-        assert_eq!(got(&[("X-Session-Token", "a\tb")]), Err(CredentialError::Malformed));
+        assert_eq!(
+            got(&[("X-Session-Token", "a b")]),
+            Err(CredentialError::Malformed)
+        );
+        assert_eq!(
+            got(&[("X-Session-Token", "a\tb")]),
+            Err(CredentialError::Malformed)
+        );
     }
 
     #[test]
     fn cookies() {
-        assert_eq!(find_cookie("a=1; ory_kratos_session=x; b=2", "ory_kratos_session"), Some("x"));
-        assert_eq!(find_cookie("ory_kratos_session_other=x", "ory_kratos_session"), None);
-        assert_eq!(find_cookie("ory_kratos_session=first; ory_kratos_session=second", "ory_kratos_session"), Some("first"));
-        assert_eq!(got(&[("Cookie", "a=1"), ("Cookie", "ory_kratos_session=y")]), Ok(Some((CredentialKind::Cookie, "y".into()))));
+        assert_eq!(
+            find_cookie("a=1; ory_kratos_session=x; b=2", "ory_kratos_session"),
+            Some("x")
+        );
+        assert_eq!(
+            find_cookie("ory_kratos_session_other=x", "ory_kratos_session"),
+            None
+        );
+        assert_eq!(
+            find_cookie(
+                "ory_kratos_session=first; ory_kratos_session=second",
+                "ory_kratos_session"
+            ),
+            Some("first")
+        );
+        assert_eq!(
+            got(&[("Cookie", "a=1"), ("Cookie", "ory_kratos_session=y")]),
+            Ok(Some((CredentialKind::Cookie, "y".into())))
+        );
     }
 
     #[test]
     fn cache_key_depends_on_kind_and_whole_value_and_hides_it() {
-        let a = Credential { kind: CredentialKind::Token, value: "secret-token-1" };
-        let b = Credential { kind: CredentialKind::Bearer, value: "secret-token-1" };
-        let c = Credential { kind: CredentialKind::Token, value: "secret-token-2" };
+        let a = Credential {
+            kind: CredentialKind::Token,
+            value: "secret-token-1",
+        };
+        let b = Credential {
+            kind: CredentialKind::Bearer,
+            value: "secret-token-1",
+        };
+        let c = Credential {
+            kind: CredentialKind::Token,
+            value: "secret-token-2",
+        };
         assert_ne!(a.cache_key(), b.cache_key());
         assert_ne!(a.cache_key(), c.cache_key());
         assert_eq!(a.cache_key(), a.cache_key());

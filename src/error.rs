@@ -168,7 +168,9 @@ fn error_details(body: &mut serde_json::Value, url: &str) {
 
 fn message(e: &GateError) -> &'static str {
     match e {
-        GateError::BadPath(_) | GateError::BadCredentialHeaders(_) | GateError::UpgradeNotAllowed => {
+        GateError::BadPath(_)
+        | GateError::BadCredentialHeaders(_)
+        | GateError::UpgradeNotAllowed => {
             "The request was malformed or contained invalid parameters"
         }
         GateError::HeadersTooLarge => "The request headers are too large",
@@ -194,7 +196,9 @@ mod tests {
 
     #[test]
     fn unauthenticated_json_is_kratos_shaped() {
-        let e = GateError::Unauthenticated { login_redirect: None };
+        let e = GateError::Unauthenticated {
+            login_redirect: None,
+        };
         let (h, _) = e.to_response("req-1").expect("response");
         assert_eq!(h.status.as_u16(), 401);
         assert!(h.headers.get("www-authenticate").is_some());
@@ -212,9 +216,18 @@ mod tests {
         let (h, _) = e.to_response("r").expect("response");
         assert_eq!(h.status.as_u16(), 303);
         assert_eq!(h.headers["location"], "https://app/login?return_to=x");
-        let (h, _) = GateError::RateLimited { retry_after: 9 }.to_response("r").expect("response");
-        assert_eq!((h.status.as_u16(), h.headers["retry-after"].to_str().ok()), (429, Some("9")));
-        let (h, _) = GateError::KratosUnavailable { reason: UnavailableReason::Timeout }.to_response("r").expect("response");
+        let (h, _) = GateError::RateLimited { retry_after: 9 }
+            .to_response("r")
+            .expect("response");
+        assert_eq!(
+            (h.status.as_u16(), h.headers["retry-after"].to_str().ok()),
+            (429, Some("9"))
+        );
+        let (h, _) = GateError::KratosUnavailable {
+            reason: UnavailableReason::Timeout,
+        }
+        .to_response("r")
+        .expect("response");
         assert_eq!(h.status.as_u16(), 503);
         assert!(h.headers.get("retry-after").is_some());
         let step = GateError::StepUpRequired {
@@ -222,7 +235,10 @@ mod tests {
             redirect: false,
         };
         assert_eq!(step.status(), 403);
-        assert_eq!(body(&step)["redirect_browser_to"], "https://k/self-service/login/browser?aal=aal2");
+        assert_eq!(
+            body(&step)["redirect_browser_to"],
+            "https://k/self-service/login/browser?aal=aal2"
+        );
         assert_eq!(body(&step)["error"]["id"], "session_aal2_required");
     }
 }

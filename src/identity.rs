@@ -154,9 +154,15 @@ mod tests {
 
     #[test]
     fn strings_numbers_objects_and_indexes() {
-        assert_eq!(render("identity.traits.email").as_deref(), Some("a@example.com"));
+        assert_eq!(
+            render("identity.traits.email").as_deref(),
+            Some("a@example.com")
+        );
         assert_eq!(render("identity.traits.age").as_deref(), Some("42"));
-        assert_eq!(render("identity.traits.name").as_deref(), Some(r#"{"first":"A"}"#));
+        assert_eq!(
+            render("identity.traits.name").as_deref(),
+            Some(r#"{"first":"A"}"#)
+        );
         assert_eq!(
             render("identity.verifiable_addresses.0.value").as_deref(),
             Some("a@example.com")
@@ -188,8 +194,17 @@ mod tests {
     #[test]
     fn reserved_prefix_and_configured_names_are_stripped() {
         let configured = vec![HeaderName::from_static("x-user-id")];
-        assert!(is_stripped(&HeaderName::from_static("x-user-id"), &configured));
-        assert!(is_stripped(&HeaderName::from_static("x-sessiongate-anything"), &configured));
-        assert!(!is_stripped(&HeaderName::from_static("x-user"), &configured));
+        assert!(is_stripped(
+            &HeaderName::from_static("x-user-id"),
+            &configured
+        ));
+        assert!(is_stripped(
+            &HeaderName::from_static("x-sessiongate-anything"),
+            &configured
+        ));
+        assert!(!is_stripped(
+            &HeaderName::from_static("x-user"),
+            &configured
+        ));
     }
 }

@@ -7,7 +7,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "sessiongate", version, about = "An auth-aware reverse proxy for Ory Kratos sessions")]
+#[command(
+    name = "sessiongate",
+    version,
+    about = "An auth-aware reverse proxy for Ory Kratos sessions"
+)]
 struct Cli {
     /// The configuration file (TOML). Every key can be overridden by SESSIONGATE__SECTION__KEY.
     #[arg(long, short, global = true, default_value = "config/sessiongate.toml")]

@@ -40,7 +40,10 @@ impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("sessiongate_requests_total", "Requests answered, by route and status code."),
+            Opts::new(
+                "sessiongate_requests_total",
+                "Requests answered, by route and status code.",
+            ),
             &["route", "status"],
         )?;
         let request_duration = HistogramVec::new(
@@ -59,12 +62,18 @@ impl Metrics {
             &["route", "outcome"],
         )?;
         let whoami_calls = IntCounterVec::new(
-            Opts::new("sessiongate_whoami_calls_total", "Calls to Kratos whoami, by result."),
+            Opts::new(
+                "sessiongate_whoami_calls_total",
+                "Calls to Kratos whoami, by result.",
+            ),
             &["result"],
         )?;
         let whoami_duration = Histogram::with_opts(
-            HistogramOpts::new("sessiongate_whoami_duration_seconds", "Duration of whoami calls.")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "sessiongate_whoami_duration_seconds",
+                "Duration of whoami calls.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
         )?;
         let cache_lookups = IntCounterVec::new(
             Opts::new(
@@ -144,7 +153,9 @@ impl Metrics {
     }
 
     pub fn auth_decision(&self, route: &str, outcome: &str) {
-        self.auth_decisions.with_label_values(&[route, outcome]).inc();
+        self.auth_decisions
+            .with_label_values(&[route, outcome])
+            .inc();
     }
 
     pub fn observe_whoami(&self, result: &str, duration: Duration) {

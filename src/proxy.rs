@@ -122,15 +122,23 @@ impl Proxy {
     }
 
     /// Writes sessiongate's own answer for `err`.
-    async fn respond(&self, session: &mut Session, ctx: &mut RequestCtx, err: &GateError) -> Result<()> {
+    async fn respond(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        err: &GateError,
+    ) -> Result<()> {
         ctx.outcome = err.outcome();
         ctx.answered = Some(err.status());
         let (mut header, body) = err.to_response(&ctx.request_id)?;
         header.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
         for c in ctx.set_cookie.drain(..) {
-            header.append_header("set-cookie", HeaderValue::from_maybe_shared(c).map_err(|_| {
-                Error::explain(ErrorType::InternalError, "invalid set-cookie from kratos")
-            })?)?;
+            header.append_header(
+                "set-cookie",
+                HeaderValue::from_maybe_shared(c).map_err(|_| {
+                    Error::explain(ErrorType::InternalError, "invalid set-cookie from kratos")
+                })?,
+            )?;
         }
         let head_only = session.req_header().method == http::Method::HEAD;
         session
@@ -182,14 +190,26 @@ impl ProxyHttp for Proxy {
 
     /// The matched route's upstream, resolved at start-up (HTTP or HTTPS with SNI), with the route's
     /// timeouts and upgrade policy.
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         let (rt, idx) = match (&ctx.runtime, ctx.route) {
             (Some(rt), Some(idx)) => (rt, idx),
-            _ => return Err(Error::explain(ErrorType::InternalError, "no route in context")),
+            _ => {
+                return Err(Error::explain(
+                    ErrorType::InternalError,
+                    "no route in context",
+                ))
+            }
         };
         let route = &rt.config.routes[idx];
         let Some(up) = &route.upstream else {
-            return Err(Error::explain(ErrorType::InternalError, "route has no upstream"));
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "route has no upstream",
+            ));
         };
         let limits = &rt.config.server.limits;
         let mut peer = HttpPeer::new(up.addr, up.tls, up.sni.clone());
@@ -215,14 +235,18 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let Some(rt) = ctx.runtime.clone() else {
-            return Err(Error::explain(ErrorType::InternalError, "no runtime in context"));
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "no runtime in context",
+            ));
         };
         let cfg = &rt.config;
         let client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        let trusted = client_ip.is_some_and(|ip| cfg.server.trusted_proxies.iter().any(|n| n.contains(&ip)));
+        let trusted =
+            client_ip.is_some_and(|ip| cfg.server.trusted_proxies.iter().any(|n| n.contains(&ip)));
 
         let doomed: Vec<HeaderName> = upstream_request
             .headers
@@ -265,7 +289,12 @@ impl ProxyHttp for Proxy {
     }
 
     /// Upstream failures become JSON 502/504 answers; other failures keep pingora's status.
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let gate_error = match (e.esource(), e.etype()) {
             (ErrorSource::Upstream, ErrorType::ConnectTimedout | ErrorType::ReadTimedout) => {
                 Some(GateError::UpstreamTimeout)
@@ -280,9 +309,14 @@ impl ProxyHttp for Proxy {
             (None, _) if e.esource() == &ErrorSource::Downstream => 400,
             (None, _) => 500,
         };
-        if let Some(route) = ctx.route.and_then(|i| ctx.runtime.as_ref().map(|rt| (rt, i))) {
+        if let Some(route) = ctx
+            .route
+            .and_then(|i| ctx.runtime.as_ref().map(|rt| (rt, i)))
+        {
             if gate_error.is_some() {
-                self.shared.metrics.upstream_error(&route.0.config.routes[route.1].name);
+                self.shared
+                    .metrics
+                    .upstream_error(&route.0.config.routes[route.1].name);
             }
         }
         if code > 0 && session.response_written().is_none() {
@@ -353,7 +387,11 @@ fn is_forwarding_header(name: &HeaderName) -> bool {
     n.starts_with("x-forwarded-") || n == "forwarded" || n == "x-real-ip"
 }
 
-fn set_forwarding_headers(req: &mut RequestHeader, client: Option<IpAddr>, trusted: bool) -> Result<()> {
+fn set_forwarding_headers(
+    req: &mut RequestHeader,
+    client: Option<IpAddr>,
+    trusted: bool,
+) -> Result<()> {
     let ip = client.map(|ip| ip.to_string());
     match (&ip, trusted, req.headers.get("x-forwarded-for").cloned()) {
         (Some(ip), true, Some(prev)) => {
@@ -384,7 +422,8 @@ fn request_id(req: &RequestHeader) -> String {
         let b = v.as_bytes();
         if !b.is_empty()
             && b.len() <= 128
-            && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
         {
             return String::from_utf8_lossy(b).into_owned();
         }

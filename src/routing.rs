@@ -63,8 +63,7 @@ fn matches(m: &RouteMatch, host: Option<&str>, path: &str, method: &Method) -> b
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     };
     path_ok
-        && m
-            .methods
+        && m.methods
             .as_ref()
             .is_none_or(|ms| ms.iter().any(|x| x == method))
 }
@@ -83,9 +82,7 @@ mod tests {
     use crate::config::from_str;
 
     fn table(routes: &str) -> (RouteTable, Vec<String>) {
-        let text = format!(
-            "[kratos]\npublic_url = \"http://127.0.0.1:4433\"\n{routes}"
-        );
+        let text = format!("[kratos]\npublic_url = \"http://127.0.0.1:4433\"\n{routes}");
         let cfg = from_str(&text).expect("valid config");
         (
             RouteTable::new(&cfg.routes),
@@ -99,36 +96,75 @@ mod tests {
         )
     }
 
-    fn find(t: &(RouteTable, Vec<String>), host: Option<&str>, path: &str, m: Method) -> Option<String> {
+    fn find(
+        t: &(RouteTable, Vec<String>),
+        host: Option<&str>,
+        path: &str,
+        m: Method,
+    ) -> Option<String> {
         t.0.find(host, path, &m).map(|i| t.1[i].clone())
     }
 
     #[test]
     fn precedence() {
-        let t = table(&[
-            route("root", "path_prefix = \"/\""),
-            route("api", "path_prefix = \"/api\""),
-            route("api-v1", "path_prefix = \"/api/v1\""),
-            route("exact", "path = \"/api/v1/me\""),
-            route("host", "path_prefix = \"/\"\nhost = \"admin.example.com\""),
-        ]
-        .concat());
-        assert_eq!(find(&t, None, "/api/v1/me", Method::GET), Some("exact".to_string()));
-        assert_eq!(find(&t, None, "/api/v1/me/x", Method::GET), Some("api-v1".to_string()));
-        assert_eq!(find(&t, None, "/api/v1", Method::GET), Some("api-v1".to_string()));
-        assert_eq!(find(&t, None, "/api/v10", Method::GET), Some("api".to_string()));
+        let t = table(
+            &[
+                route("root", "path_prefix = \"/\""),
+                route("api", "path_prefix = \"/api\""),
+                route("api-v1", "path_prefix = \"/api/v1\""),
+                route("exact", "path = \"/api/v1/me\""),
+                route("host", "path_prefix = \"/\"\nhost = \"admin.example.com\""),
+            ]
+            .concat(),
+        );
+        assert_eq!(
+            find(&t, None, "/api/v1/me", Method::GET),
+            Some("exact".to_string())
+        );
+        assert_eq!(
+            find(&t, None, "/api/v1/me/x", Method::GET),
+            Some("api-v1".to_string())
+        );
+        assert_eq!(
+            find(&t, None, "/api/v1", Method::GET),
+            Some("api-v1".to_string())
+        );
+        assert_eq!(
+            find(&t, None, "/api/v10", Method::GET),
+            Some("api".to_string())
+        );
         assert_eq!(find(&t, None, "/api", Method::GET), Some("api".to_string()));
-        assert_eq!(find(&t, None, "/apix", Method::GET), Some("root".to_string()));
-        assert_eq!(find(&t, Some("ADMIN.example.com:8443"), "/api/v1/me", Method::GET), Some("host".to_string()));
-        assert_eq!(find(&t, Some("other.example.com"), "/api", Method::GET), Some("api".to_string()));
+        assert_eq!(
+            find(&t, None, "/apix", Method::GET),
+            Some("root".to_string())
+        );
+        assert_eq!(
+            find(
+                &t,
+                Some("ADMIN.example.com:8443"),
+                "/api/v1/me",
+                Method::GET
+            ),
+            Some("host".to_string())
+        );
+        assert_eq!(
+            find(&t, Some("other.example.com"), "/api", Method::GET),
+            Some("api".to_string())
+        );
     }
 
     #[test]
     fn prefix_never_matches_a_longer_segment_and_no_route_is_none() {
         let t = table(&route("api", "path_prefix = \"/api\""));
         assert_eq!(find(&t, None, "/api", Method::GET), Some("api".to_string()));
-        assert_eq!(find(&t, None, "/api/", Method::GET), Some("api".to_string()));
-        assert_eq!(find(&t, None, "/api/x", Method::GET), Some("api".to_string()));
+        assert_eq!(
+            find(&t, None, "/api/", Method::GET),
+            Some("api".to_string())
+        );
+        assert_eq!(
+            find(&t, None, "/api/x", Method::GET),
+            Some("api".to_string())
+        );
         assert_eq!(find(&t, None, "/apix", Method::GET), None);
         assert_eq!(find(&t, None, "/", Method::GET), None);
     }
@@ -137,21 +173,48 @@ mod tests {
     fn methods_filter_then_fall_through() {
         let t = table(
             &[
-                route("read", "path_prefix = \"/api\"\nmethods = [\"GET\", \"HEAD\"]"),
+                route(
+                    "read",
+                    "path_prefix = \"/api\"\nmethods = [\"GET\", \"HEAD\"]",
+                ),
                 route("root", "path_prefix = \"/\""),
             ]
             .concat(),
         );
-        assert_eq!(find(&t, None, "/api/x", Method::GET), Some("read".to_string()));
-        assert_eq!(find(&t, None, "/api/x", Method::POST), Some("root".to_string()));
+        assert_eq!(
+            find(&t, None, "/api/x", Method::GET),
+            Some("read".to_string())
+        );
+        assert_eq!(
+            find(&t, None, "/api/x", Method::POST),
+            Some("root".to_string())
+        );
     }
 
     #[test]
     fn file_order_does_not_matter() {
-        let a = table(&[route("short", "path_prefix = \"/a\""), route("long", "path_prefix = \"/a/b\"")].concat());
-        let b = table(&[route("long", "path_prefix = \"/a/b\""), route("short", "path_prefix = \"/a\"")].concat());
-        assert_eq!(find(&a, None, "/a/b/c", Method::GET), Some("long".to_string()));
-        assert_eq!(find(&b, None, "/a/b/c", Method::GET), Some("long".to_string()));
+        let a = table(
+            &[
+                route("short", "path_prefix = \"/a\""),
+                route("long", "path_prefix = \"/a/b\""),
+            ]
+            .concat(),
+        );
+        let b = table(
+            &[
+                route("long", "path_prefix = \"/a/b\""),
+                route("short", "path_prefix = \"/a\""),
+            ]
+            .concat(),
+        );
+        assert_eq!(
+            find(&a, None, "/a/b/c", Method::GET),
+            Some("long".to_string())
+        );
+        assert_eq!(
+            find(&b, None, "/a/b/c", Method::GET),
+            Some("long".to_string())
+        );
     }
 
     #[test]

@@ -51,7 +51,8 @@ impl Runtime {
             Some(p) => (Arc::clone(&p.store), p.whoami.clone()),
             None => {
                 let whoami = WhoamiClient::new(&config.kratos, Arc::clone(metrics))?;
-                let store = SessionStore::new(config.cache.clone(), whoami.clone(), Arc::clone(metrics));
+                let store =
+                    SessionStore::new(config.cache.clone(), whoami.clone(), Arc::clone(metrics));
                 (store, whoami)
             }
         };

@@ -57,8 +57,36 @@ fn check_path(p: &str) {
     assert!(p.len() <= MAX_TARGET_LEN);
 }
 
+/// Inputs that the rules say must be refused, recognised without decoding anything.
+fn must_refuse(data: &[u8]) -> bool {
+    if data.len() > MAX_TARGET_LEN || data.first() != Some(&b'/') {
+        return true;
+    }
+    if data.iter().any(|&b| b <= b' ' || b >= 0x7F || b == b'#') {
+        return true;
+    }
+    let path = match data.iter().position(|&b| b == b'?') {
+        Some(i) => &data[..i],
+        None => data,
+    };
+    let lower = path.to_ascii_lowercase();
+    let has = |needle: &[u8]| lower.windows(needle.len()).any(|w| w == needle);
+    if has(b"%2f") || has(b"%5c") || has(b"\\") || has(b";") || has(b"%3b") {
+        return true;
+    }
+    lower.split(|&b| b == b'/').any(|seg| {
+        matches!(
+            seg,
+            b"%2e" | b"%2e%2e" | b".%2e" | b"%2e." | b"%00" | b"%7f" | b"%0a" | b"%0d"
+        )
+    })
+}
+
 fuzz_target!(|data: &[u8]| {
     let result = canonicalize(data);
+    if must_refuse(data) {
+        assert!(result.is_err(), "accepted a target the rules refuse");
+    }
 
     // canonicalize_path is canonicalize without the '?' split.
     if let Ok(s) = std::str::from_utf8(data) {

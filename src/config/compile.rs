@@ -163,7 +163,12 @@ pub(super) fn compile(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
             Err(_) => issues.push(key, format!("`{cidr}` is not a CIDR or IP address")),
         }
     }
-    positive(raw.server.grace_period, "server.grace_period", &mut issues, true);
+    positive(
+        raw.server.grace_period,
+        "server.grace_period",
+        &mut issues,
+        true,
+    );
     if raw.server.max_request_header_bytes < 1024 {
         issues.push("server.max_request_header_bytes", "must be at least 1024");
     }
@@ -189,16 +194,19 @@ pub(super) fn compile(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
         false,
     );
 
-    let kratos_url = http_url(&raw.kratos.public_url, "kratos.public_url", &mut issues).map(|mut u| {
-        if !u.path().ends_with('/') {
-            let p = format!("{}/", u.path());
-            u.set_path(&p);
-        }
-        u.set_query(None);
-        u.set_fragment(None);
-        u
-    });
-    let whoami_url = kratos_url.as_ref().and_then(|u| u.join("sessions/whoami").ok());
+    let kratos_url =
+        http_url(&raw.kratos.public_url, "kratos.public_url", &mut issues).map(|mut u| {
+            if !u.path().ends_with('/') {
+                let p = format!("{}/", u.path());
+                u.set_path(&p);
+            }
+            u.set_query(None);
+            u.set_fragment(None);
+            u
+        });
+    let whoami_url = kratos_url
+        .as_ref()
+        .and_then(|u| u.join("sessions/whoami").ok());
     positive(raw.kratos.timeout, "kratos.timeout", &mut issues, false);
     if !is_token(&raw.kratos.session_cookie) {
         issues.push(
@@ -304,7 +312,10 @@ fn compile_route(
     {
         issues.push(
             key("name"),
-            format!("`{}` must be non-empty and use only letters, digits, '-', '_', '.'", r.name),
+            format!(
+                "`{}` must be non-empty and use only letters, digits, '-', '_', '.'",
+                r.name
+            ),
         );
     }
 
@@ -314,25 +325,25 @@ fn compile_route(
             None
         }
         (None, None) => {
-            issues.push(key("path_prefix"), "one of `path` or `path_prefix` is required");
+            issues.push(
+                key("path_prefix"),
+                "one of `path` or `path_prefix` is required",
+            );
             None
         }
         (Some(p), None) => canonical_config_path(p, &key("path"), issues).map(|p| (true, p)),
-        (None, Some(p)) => {
-            canonical_config_path(p, &key("path_prefix"), issues).map(|mut p| {
-                if p.len() > 1 && p.ends_with('/') {
-                    p.pop();
-                }
-                (false, p)
-            })
-        }
+        (None, Some(p)) => canonical_config_path(p, &key("path_prefix"), issues).map(|mut p| {
+            if p.len() > 1 && p.ends_with('/') {
+                p.pop();
+            }
+            (false, p)
+        }),
     };
 
     let host = r.host.as_ref().and_then(|h| {
         let h = h.to_ascii_lowercase();
         let valid = !h.is_empty()
-            && h
-                .bytes()
+            && h.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
         if valid {
             Some(h)
@@ -348,13 +359,19 @@ fn compile_route(
     let methods = r.methods.as_ref().map(|ms| {
         let mut out = Vec::new();
         if ms.is_empty() {
-            issues.push(key("methods"), "an empty list matches nothing; omit the key to match every method");
+            issues.push(
+                key("methods"),
+                "an empty list matches nothing; omit the key to match every method",
+            );
         }
         for (j, m) in ms.iter().enumerate() {
             let upper = m.to_ascii_uppercase();
             match Method::from_bytes(upper.as_bytes()) {
                 Ok(method) if is_token(&upper) => out.push(method),
-                _ => issues.push(format!("routes[{i}].methods[{j}]"), format!("`{m}` is not an HTTP method")),
+                _ => issues.push(
+                    format!("routes[{i}].methods[{j}]"),
+                    format!("`{m}` is not an HTTP method"),
+                ),
             }
         }
         out
@@ -371,7 +388,10 @@ fn compile_route(
     let require_aal = r.require_aal.as_deref().and_then(|a| match Aal::parse(a) {
         Some(aal) => Some(aal),
         None => {
-            issues.push(key("require_aal"), format!("`{a}` is not one of aal1, aal2, aal3"));
+            issues.push(
+                key("require_aal"),
+                format!("`{a}` is not one of aal1, aal2, aal3"),
+            );
             None
         }
     });
@@ -480,11 +500,17 @@ fn canonical_config_path(p: &str, key: &str, issues: &mut Issues) -> Option<Stri
 fn resolve_upstream(u: &str, key: &str, issues: &mut Issues) -> Option<Upstream> {
     let url = http_url(u, key, issues)?;
     if url.path() != "/" || url.query().is_some() {
-        issues.push(key, format!("`{u}` must be an origin (scheme://host:port) without a path"));
+        issues.push(
+            key,
+            format!("`{u}` must be an origin (scheme://host:port) without a path"),
+        );
         return None;
     }
     let tls = url.scheme() == "https";
-    let host = url.host_str()?.trim_matches(|c| c == '[' || c == ']').to_string();
+    let host = url
+        .host_str()?
+        .trim_matches(|c| c == '[' || c == ']')
+        .to_string();
     let port = url.port_or_known_default()?;
     let addr = match (host.as_str(), port).to_socket_addrs() {
         Ok(mut addrs) => addrs.next(),
@@ -515,7 +541,10 @@ fn http_url(u: &str, key: &str, issues: &mut Issues) -> Option<Url> {
             Some(url)
         }
         Ok(_) => {
-            issues.push(key, format!("`{u}` must be an http:// or https:// URL with a host"));
+            issues.push(
+                key,
+                format!("`{u}` must be an http:// or https:// URL with a host"),
+            );
             None
         }
         Err(e) => {
@@ -553,9 +582,8 @@ fn positive(d: Duration, key: &str, issues: &mut Issues, zero_ok: bool) {
 /// RFC 7230 token characters.
 pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 #[cfg(test)]
@@ -595,11 +623,21 @@ require_aal = "aal9"
 "#,
         );
         let got = issues(&text);
-        assert!(got.iter().any(|s| s.starts_with("routes[0].path_prefix: ")), "{got:?}");
-        assert!(got.iter().any(|s| s.starts_with("routes[0].upstream: ")), "{got:?}");
-        assert!(got.iter().any(|s| s.starts_with("routes[0].require_aal: ")), "{got:?}");
         assert!(
-            got.iter().any(|s| s.starts_with("routes[0].identity_headers.\"Bad Header\": ")),
+            got.iter().any(|s| s.starts_with("routes[0].path_prefix: ")),
+            "{got:?}"
+        );
+        assert!(
+            got.iter().any(|s| s.starts_with("routes[0].upstream: ")),
+            "{got:?}"
+        );
+        assert!(
+            got.iter().any(|s| s.starts_with("routes[0].require_aal: ")),
+            "{got:?}"
+        );
+        assert!(
+            got.iter()
+                .any(|s| s.starts_with("routes[0].identity_headers.\"Bad Header\": ")),
             "{got:?}"
         );
     }
@@ -622,7 +660,10 @@ auth = "anonymous"
         );
         let got = issues(&text);
         assert_eq!(got.len(), 1, "{got:?}");
-        assert!(got[0].starts_with("routes[1]: matches the same requests as routes[0]"), "{got:?}");
+        assert!(
+            got[0].starts_with("routes[1]: matches the same requests as routes[0]"),
+            "{got:?}"
+        );
     }
 
     #[test]
@@ -660,8 +701,16 @@ auth = "anonymous"
 "#,
         );
         let got = issues(&text);
-        assert!(got.iter().any(|s| s.starts_with("server.trusted_proxies[1]: ")), "{got:?}");
-        assert!(got.iter().any(|s| s.starts_with("server.trusted_proxies[2]: ")), "{got:?}");
+        assert!(
+            got.iter()
+                .any(|s| s.starts_with("server.trusted_proxies[1]: ")),
+            "{got:?}"
+        );
+        assert!(
+            got.iter()
+                .any(|s| s.starts_with("server.trusted_proxies[2]: ")),
+            "{got:?}"
+        );
     }
 
     #[test]
@@ -677,10 +726,13 @@ auth = "session"
 on_unauthenticated = "redirect"
 "#;
         let got = issues(text);
-        assert!(got.iter().any(|s| s.starts_with("routes[0].on_unauthenticated: ")), "{got:?}");
-        let missing_auth = base(
-            "[[routes]]\nname = \"a\"\npath = \"/x\"\nupstream = \"http://127.0.0.1:1\"\n",
+        assert!(
+            got.iter()
+                .any(|s| s.starts_with("routes[0].on_unauthenticated: ")),
+            "{got:?}"
         );
+        let missing_auth =
+            base("[[routes]]\nname = \"a\"\npath = \"/x\"\nupstream = \"http://127.0.0.1:1\"\n");
         let got = issues(&missing_auth);
         assert!(got[0].starts_with("routes[0]"), "{got:?}");
         assert!(got[0].contains("auth"), "{got:?}");

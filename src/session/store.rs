@@ -59,7 +59,12 @@ struct Entry {
 struct Deadline;
 
 impl Expiry<CacheKey, Entry> for Deadline {
-    fn expire_after_create(&self, _k: &CacheKey, v: &Entry, created_at: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _k: &CacheKey,
+        v: &Entry,
+        created_at: Instant,
+    ) -> Option<Duration> {
         Some(v.expires_at.saturating_duration_since(created_at))
     }
     // Reads and updates keep the deadline fixed at creation (the trait's defaults return the
@@ -174,7 +179,12 @@ impl SessionStore {
         }
     }
 
-    async fn finish(&self, key: CacheKey, answer: WhoamiAnswer, tx: watch::Sender<Option<Resolution>>) {
+    async fn finish(
+        &self,
+        key: CacheKey,
+        answer: WhoamiAnswer,
+        tx: watch::Sender<Option<Resolution>>,
+    ) {
         if let Some(entry) = self.cacheable(&answer) {
             self.cache.insert(key, entry).await;
         }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, COOKIE, RETRY_AFTER, SET_COOKIE};
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, COOKIE, RETRY_AFTER, SET_COOKIE,
+};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
@@ -88,8 +90,9 @@ impl WhoamiClient {
         let mut headers = HeaderMap::with_capacity(2);
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         let credential_header = match cred.kind {
-            CredentialKind::Token => HeaderValue::from_str(&cred.value)
-                .map(|v| ("x-session-token", v)),
+            CredentialKind::Token => {
+                HeaderValue::from_str(&cred.value).map(|v| ("x-session-token", v))
+            }
             CredentialKind::Cookie => {
                 HeaderValue::from_str(&format!("{}={}", self.cookie_name, cred.value))
                     .map(|v| (COOKIE.as_str(), v))
@@ -104,7 +107,13 @@ impl WhoamiClient {
         value.set_sensitive(true);
         headers.insert(name, value);
 
-        let resp = match self.http.get(self.url.clone()).headers(headers).send().await {
+        let resp = match self
+            .http
+            .get(self.url.clone())
+            .headers(headers)
+            .send()
+            .await
+        {
             Ok(r) => r,
             Err(e) if e.is_timeout() => return unavailable(UnavailableReason::Timeout),
             Err(e) if e.is_connect() => return unavailable(UnavailableReason::Connect),
