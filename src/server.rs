@@ -24,7 +24,8 @@ pub struct Sessiongate {
 pub fn build(config: Config) -> Result<Sessiongate, BuildError> {
     let conf = ServerConf {
         threads: config.server.threads,
-        grace_period_seconds: Some(config.server.grace_period.as_secs()),
+        // pingora counts whole seconds: round up so a grace period is never cut short.
+        grace_period_seconds: Some(config.server.grace_period.as_millis().div_ceil(1000) as u64),
         graceful_shutdown_timeout_seconds: Some(1),
         upstream_keepalive_pool_size: 256,
         ..Default::default()

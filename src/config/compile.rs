@@ -73,7 +73,7 @@ impl Aal {
     pub fn parse(s: &str) -> Option<Aal> {
         let n = s.strip_prefix("aal")?;
         match n {
-            "0" | "1" | "2" | "3" => n.parse().ok().map(Aal),
+            "1" | "2" | "3" => n.parse().ok().map(Aal),
             _ => None,
         }
     }
@@ -132,7 +132,9 @@ pub(super) fn compile(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
     let listen = socket_addr(&raw.server.listen, "server.listen", &mut issues);
     let admin_listen = socket_addr(&raw.server.admin_listen, "server.admin_listen", &mut issues);
     if let (Some(a), Some(b)) = (listen, admin_listen) {
-        if a == b && a.port() != 0 {
+        let overlap = a.port() == b.port()
+            && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified());
+        if overlap && a.port() != 0 {
             issues.push(
                 "server.admin_listen",
                 "must differ from server.listen: /metrics never goes on the public listener",
@@ -398,7 +400,12 @@ fn compile_route(
     if require_aal.is_some() && r.auth == AuthMode::Anonymous {
         issues.push(key("require_aal"), "has no effect on an `anonymous` route");
     }
-    if r.on_unauthenticated == OnUnauthenticated::Redirect && !have_login_url {
+    if r.on_unauthenticated == OnUnauthenticated::Redirect && r.auth != AuthMode::Session {
+        issues.push(
+            key("on_unauthenticated"),
+            "only a `session` route ever answers an unauthenticated request",
+        );
+    } else if r.on_unauthenticated == OnUnauthenticated::Redirect && !have_login_url {
         issues.push(
             key("on_unauthenticated"),
             "`redirect` needs kratos.login_url",

@@ -75,7 +75,9 @@ impl WhoamiClient {
         let Ok(url) = self.url.join("../health/alive") else {
             return Err("bad url");
         };
-        match self.http.get(url).send().await {
+        // Short and independent of kratos.timeout, so a hanging Kratos never stalls a readiness probe.
+        let limit = self.timeout.min(Duration::from_millis(800));
+        match self.http.get(url).timeout(limit).send().await {
             Ok(r) => Ok(r.status().as_u16()),
             Err(e) if e.is_timeout() => Err("timeout"),
             Err(e) if e.is_connect() => Err("connect_error"),
