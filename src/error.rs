@@ -28,7 +28,7 @@ pub enum GateError {
     HeadersTooLarge,
     #[error("no route matches this request")]
     NoRoute,
-    #[error("no valid session")]
+    #[error("No valid session credentials found in the request.")]
     Unauthenticated { login_redirect: Option<String> },
     #[error("a higher authenticator assurance level is required")]
     StepUpRequired {

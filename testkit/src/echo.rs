@@ -70,11 +70,15 @@ impl EchoUpstream {
     /// # Panics
     /// If no loopback port can be bound.
     pub async fn start() -> EchoUpstream {
-        let listener = server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .expect("bind the echo upstream on 127.0.0.1:0");
-        let addr = listener
-            .local_addr()
-            .expect("local address of the echo upstream");
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind the echo upstream on 127.0.0.1:0")
+    }
+
+    /// Starts on a given address (the demo uses a fixed port).
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<EchoUpstream> {
+        let listener = server::bind(addr)?;
+        let addr = listener.local_addr()?;
         let state = Arc::new(State {
             addr,
             requests: Mutex::new(Vec::new()),
@@ -85,7 +89,7 @@ impl EchoUpstream {
             echo(handler_state.clone(), req, ctx)
         });
         *state.running.lock().await = Some(running);
-        EchoUpstream { state }
+        Ok(EchoUpstream { state })
     }
 
     pub fn addr(&self) -> SocketAddr {
