@@ -21,6 +21,7 @@
 //! | [`admin`] | health and metrics listener |
 //! | [`metrics`] | Prometheus metrics with bounded labels |
 //! | [`state`] | the reloadable runtime shared by proxy and admin |
+//! | [`reload`] | SIGHUP and file-watch reloads |
 //! | [`server`] | assembling and running the pingora server |
 //!
 //! The binary (`src/main.rs`) only parses the command line, sets up logging and calls [`server`].
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod path;
 pub mod policy;
 pub mod proxy;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod session;

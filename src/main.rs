@@ -67,6 +67,10 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            if let Err(e) = sessiongate::reload::spawn(gate.shared.clone(), cli.config.clone()) {
+                eprintln!("error: cannot start the reload watcher: {e}");
+                return ExitCode::FAILURE;
+            }
             let signals = sessiongate::server::UnixSignals {
                 shared: gate.shared.clone(),
                 readiness_lead: lead,

@@ -64,6 +64,7 @@ pub fn decide(
         Some(Resolution::Valid {
             session,
             set_cookie,
+            stale,
         }) => match route.require_aal {
             Some(required) if session.aal < required => {
                 if optional {
@@ -75,7 +76,11 @@ pub fn decide(
             _ => Ok(Forward {
                 session: Some(session),
                 set_cookie,
-                outcome: "authenticated",
+                outcome: if stale {
+                    "authenticated_stale"
+                } else {
+                    "authenticated"
+                },
             }),
         },
         Some(Resolution::Aal2Required { .. }) if optional => {

@@ -114,6 +114,9 @@ impl Proxy {
         };
         let forward = policy::decide(route, resolution, &facts)?;
         ctx.outcome = forward.outcome;
+        if forward.outcome == "authenticated_stale" {
+            self.shared.metrics.stale_served(&route.name);
+        }
         if let Some(s) = &forward.session {
             ctx.identity = identity::render_all(&route.identity_headers, &s.json);
         }
@@ -176,6 +179,7 @@ impl ProxyHttp for Proxy {
     /// the session and decides. Answers itself (returns `true`) unless the decision is "forward".
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let rt = self.shared.runtime();
+        session.set_read_timeout(Some(rt.config.server.limits.downstream_read_timeout));
         ctx.request_id = request_id(session.req_header());
         let verdict = self.gate(session, ctx, &rt).await;
         ctx.runtime = Some(rt);

@@ -46,6 +46,11 @@ impl Runtime {
                 && p.config.cache.max_entries == config.cache.max_entries
                 && p.config.cache.max_ttl == config.cache.max_ttl
                 && p.config.cache.negative_ttl == config.cache.negative_ttl
+                && p.config.cache.stale_if_error == config.cache.stale_if_error
+                && p.config.kratos.circuit_breaker_failures
+                    == config.kratos.circuit_breaker_failures
+                && p.config.kratos.circuit_breaker_interval
+                    == config.kratos.circuit_breaker_interval
         });
         let (store, whoami) = match reusable {
             Some(p) => (Arc::clone(&p.store), p.whoami.clone()),

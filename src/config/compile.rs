@@ -35,6 +35,8 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     pub grace_period: Duration,
     pub limits: LimitsConfig,
+    pub watch_config: bool,
+    pub watch_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -56,6 +58,8 @@ pub struct KratosConfig {
     pub session_cookie: String,
     pub login_url: Option<Url>,
     pub max_concurrent_whoami: usize,
+    pub circuit_breaker_failures: u32,
+    pub circuit_breaker_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +67,7 @@ pub struct CacheConfig {
     pub max_entries: u64,
     pub max_ttl: Duration,
     pub negative_ttl: Duration,
+    pub stale_if_error: Duration,
 }
 
 /// Authenticator assurance level (`aal1` < `aal2` < `aal3`).
@@ -221,6 +226,18 @@ pub(super) fn compile(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
         .login_url
         .as_deref()
         .and_then(|u| http_url(u, "kratos.login_url", &mut issues));
+    positive(
+        raw.kratos.circuit_breaker_interval,
+        "kratos.circuit_breaker_interval",
+        &mut issues,
+        false,
+    );
+    positive(
+        raw.server.watch_interval,
+        "server.watch_interval",
+        &mut issues,
+        false,
+    );
     if raw.kratos.max_concurrent_whoami == 0 {
         issues.push("kratos.max_concurrent_whoami", "must be at least 1");
     }
@@ -277,6 +294,8 @@ pub(super) fn compile(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
                 upstream_read_timeout: raw.server.upstream_read_timeout,
                 downstream_read_timeout: raw.server.downstream_read_timeout,
             },
+            watch_config: raw.server.watch_config,
+            watch_interval: raw.server.watch_interval,
         },
         kratos: KratosConfig {
             public_url,
@@ -285,11 +304,14 @@ pub(super) fn compile(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
             session_cookie: raw.kratos.session_cookie,
             login_url,
             max_concurrent_whoami: raw.kratos.max_concurrent_whoami,
+            circuit_breaker_failures: raw.kratos.circuit_breaker_failures,
+            circuit_breaker_interval: raw.kratos.circuit_breaker_interval,
         },
         cache: CacheConfig {
             max_entries: raw.cache.max_entries,
             max_ttl: raw.cache.max_ttl,
             negative_ttl: raw.cache.negative_ttl,
+            stale_if_error: raw.cache.stale_if_error,
         },
         log: raw.log,
         routes,

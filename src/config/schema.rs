@@ -51,6 +51,11 @@ pub struct RawServer {
     /// Time allowed between two reads from a client once a request has started.
     #[serde(with = "humantime_serde")]
     pub downstream_read_timeout: Duration,
+    /// Reload the configuration when the file changes (polled), besides on SIGHUP.
+    pub watch_config: bool,
+    /// How often the file is polled when `watch_config` is on.
+    #[serde(with = "humantime_serde")]
+    pub watch_interval: Duration,
 }
 
 impl Default for RawServer {
@@ -67,6 +72,8 @@ impl Default for RawServer {
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_read_timeout: Duration::from_secs(60),
             downstream_read_timeout: Duration::from_secs(60),
+            watch_config: false,
+            watch_interval: Duration::from_secs(2),
         }
     }
 }
@@ -87,6 +94,12 @@ pub struct RawKratos {
     /// Most whoami calls in flight at once; further misses wait for a slot.
     #[serde(default = "default_max_concurrent_whoami")]
     pub max_concurrent_whoami: usize,
+    /// Consecutive whoami failures that open the circuit breaker; 0 disables it.
+    #[serde(default = "default_breaker_failures")]
+    pub circuit_breaker_failures: u32,
+    /// How long an open breaker refuses calls before letting one probe through.
+    #[serde(default = "default_breaker_interval", with = "humantime_serde")]
+    pub circuit_breaker_interval: Duration,
 }
 
 fn default_kratos_timeout() -> Duration {
@@ -98,6 +111,12 @@ fn default_session_cookie() -> String {
 fn default_max_concurrent_whoami() -> usize {
     64
 }
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_interval() -> Duration {
+    Duration::from_secs(2)
+}
 
 /// `[cache]`
 #[derive(Debug, Clone, Deserialize)]
@@ -108,6 +127,10 @@ pub struct RawCache {
     pub max_ttl: Duration,
     #[serde(with = "humantime_serde")]
     pub negative_ttl: Duration,
+    /// When whoami fails (5xx, timeout, refused), keep serving a session validated within this window;
+    /// never one Kratos rejected. 0 disables.
+    #[serde(with = "humantime_serde")]
+    pub stale_if_error: Duration,
 }
 
 impl Default for RawCache {
@@ -116,6 +139,7 @@ impl Default for RawCache {
             max_entries: 100_000,
             max_ttl: Duration::from_secs(60),
             negative_ttl: Duration::from_secs(5),
+            stale_if_error: Duration::ZERO,
         }
     }
 }

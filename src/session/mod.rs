@@ -3,6 +3,7 @@
 //! - [`whoami`]: the HTTP client for `GET /sessions/whoami` and the classification of its answers.
 //! - [`store`]: the cache (expiry, negative entries) and request coalescing in front of the client.
 
+pub mod breaker;
 pub mod store;
 pub mod whoami;
 
@@ -67,6 +68,8 @@ pub enum Resolution {
     Valid {
         session: Arc<Session>,
         set_cookie: Vec<Bytes>,
+        /// Served from the stale window because Kratos failed (`cache.stale_if_error`).
+        stale: bool,
     },
     /// Kratos rejected the credential (401, inactive or expired session).
     Invalid,
@@ -85,16 +88,24 @@ pub enum UnavailableReason {
     Connect,
     ServerError,
     BadResponse,
+    /// The circuit breaker refused the call (Kratos failed repeatedly); nothing was sent.
+    CircuitOpen,
     Internal,
 }
 
 impl UnavailableReason {
+    /// Whether this says Kratos is failing (as opposed to a fault of sessiongate itself).
+    pub fn is_kratos_failure(self) -> bool {
+        !matches!(self, UnavailableReason::Internal)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             UnavailableReason::Timeout => "timeout",
             UnavailableReason::Connect => "connect_error",
             UnavailableReason::ServerError => "server_error",
             UnavailableReason::BadResponse => "bad_response",
+            UnavailableReason::CircuitOpen => "circuit_open",
             UnavailableReason::Internal => "internal",
         }
     }

@@ -6,6 +6,8 @@
 //!   the deadline is fixed at insertion and a hit never moves it.
 //! - A rejected credential (401) is kept for `cache.negative_ttl` (0 disables).
 //! - 5xx, timeouts, 429s, step-up answers and answers carrying `Set-Cookie` are never kept.
+//! - With `cache.stale_if_error`, a session validated within that window is also kept in a second,
+//!   equally bounded cache, and served (marked stale) when Kratos fails; a 401 or a purge removes it.
 //! - Concurrent misses for one key make exactly one whoami call: the first starts it in a task of its
 //!   own (so a client that goes away does not cancel it) and everybody waits for that task's answer.
 
@@ -56,16 +58,32 @@ struct Entry {
     expires_at: Instant,
 }
 
+/// A session that may be served while Kratos fails, until `until`.
+#[derive(Clone)]
+struct StaleEntry {
+    session: Arc<Session>,
+    until: Instant,
+}
+
+trait HasDeadline {
+    fn deadline(&self) -> Instant;
+}
+impl HasDeadline for Entry {
+    fn deadline(&self) -> Instant {
+        self.expires_at
+    }
+}
+impl HasDeadline for StaleEntry {
+    fn deadline(&self) -> Instant {
+        self.until
+    }
+}
+
 struct Deadline;
 
-impl Expiry<CacheKey, Entry> for Deadline {
-    fn expire_after_create(
-        &self,
-        _k: &CacheKey,
-        v: &Entry,
-        created_at: Instant,
-    ) -> Option<Duration> {
-        Some(v.expires_at.saturating_duration_since(created_at))
+impl<V: HasDeadline> Expiry<CacheKey, V> for Deadline {
+    fn expire_after_create(&self, _k: &CacheKey, v: &V, created_at: Instant) -> Option<Duration> {
+        Some(v.deadline().saturating_duration_since(created_at))
     }
     // Reads and updates keep the deadline fixed at creation (the trait's defaults return the
     // current remaining duration), so a hit never extends an entry.
@@ -76,6 +94,7 @@ type Waiter = watch::Receiver<Option<Resolution>>;
 /// Cache + coalescing in front of [`WhoamiClient`].
 pub struct SessionStore {
     cache: Cache<CacheKey, Entry>,
+    stale: Cache<CacheKey, StaleEntry>,
     inflight: Mutex<HashMap<CacheKey, Waiter>>,
     client: WhoamiClient,
     cfg: CacheConfig,
@@ -89,8 +108,14 @@ impl SessionStore {
             .expire_after(Deadline)
             .support_invalidation_closures()
             .build();
+        let stale = Cache::builder()
+            .max_capacity(cfg.max_entries)
+            .expire_after(Deadline)
+            .support_invalidation_closures()
+            .build();
         Arc::new(SessionStore {
             cache,
+            stale,
             inflight: Mutex::new(HashMap::new()),
             client,
             cfg,
@@ -138,6 +163,7 @@ impl SessionStore {
     /// Forgets a credential (logout, session change): the next request asks Kratos again.
     pub async fn purge(&self, key: &CacheKey) {
         self.cache.invalidate(key).await;
+        self.stale.invalidate(key).await;
     }
 
     /// Forgets every cached entry of one session id (logout of a session by id).
@@ -147,6 +173,10 @@ impl SessionStore {
         let _ = self
             .cache
             .invalidate_entries_if(move |_, e| matches!(&e.value, Cached::Valid(s) if s.id == id));
+        let id = session_id.to_string();
+        let _ = self
+            .stale
+            .invalidate_entries_if(move |_, e| e.session.id == id);
     }
 
     /// Number of cached entries (approximate, as moka counts).
@@ -172,6 +202,7 @@ impl SessionStore {
                 Resolution::Valid {
                     session,
                     set_cookie: Vec::new(),
+                    stale: false,
                 },
                 LookupKind::Hit,
             ),
@@ -182,17 +213,65 @@ impl SessionStore {
     async fn finish(
         &self,
         key: CacheKey,
-        answer: WhoamiAnswer,
+        mut answer: WhoamiAnswer,
         tx: watch::Sender<Option<Resolution>>,
     ) {
         if let Some(entry) = self.cacheable(&answer) {
             self.cache.insert(key, entry).await;
         }
+        self.update_stale(key, &mut answer).await;
         if let Ok(mut inflight) = self.inflight.lock() {
             inflight.remove(&key);
         }
         // Nobody waiting (every client went away) is fine: the answer is cached where allowed.
         let _ = tx.send(Some(answer.resolution));
+    }
+
+    /// Keeps the stale copy of a valid session, drops it for a rejected credential, and serves it in
+    /// place of a Kratos failure.
+    async fn update_stale(&self, key: CacheKey, answer: &mut WhoamiAnswer) {
+        let window = self.cfg.stale_if_error;
+        if window.is_zero() {
+            return;
+        }
+        match &answer.resolution {
+            Resolution::Valid { session, .. } => {
+                let mut until = Instant::now() + window;
+                if let Some(exp) = session.expires_at {
+                    let left = exp.duration_since(SystemTime::now()).unwrap_or_default();
+                    until = until.min(Instant::now() + left);
+                }
+                let entry = StaleEntry {
+                    session: Arc::clone(session),
+                    until,
+                };
+                self.stale.insert(key, entry).await;
+            }
+            Resolution::Invalid | Resolution::Aal2Required { .. } => {
+                self.stale.invalidate(&key).await;
+            }
+            Resolution::Unavailable { reason } if reason.is_kratos_failure() => {
+                if let Some(entry) = self.stale.get(&key).await {
+                    let live = entry
+                        .session
+                        .expires_at
+                        .is_none_or(|e| e > SystemTime::now());
+                    if live {
+                        tracing::warn!(
+                            target: "sessiongate::stale",
+                            reason = reason.as_str(),
+                            "Kratos failed; serving a session validated within cache.stale_if_error"
+                        );
+                        answer.resolution = Resolution::Valid {
+                            session: entry.session,
+                            set_cookie: Vec::new(),
+                            stale: true,
+                        };
+                    }
+                }
+            }
+            Resolution::Unavailable { .. } | Resolution::RateLimited { .. } => {}
+        }
     }
 
     /// The cache entry for an answer, or `None` when it must not be kept.
@@ -202,6 +281,7 @@ impl SessionStore {
             Resolution::Valid {
                 session,
                 set_cookie,
+                stale: false,
             } if set_cookie.is_empty() => {
                 let mut ttl = self.cfg.max_ttl;
                 if let Some(cache_for) = answer.cache_for {

@@ -12,6 +12,7 @@ use reqwest::header::{
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
+use super::breaker::{Breaker, Permit};
 use super::{Resolution, Session, UnavailableReason};
 use crate::config::KratosConfig;
 use crate::credential::{CredentialKind, OwnedCredential};
@@ -36,6 +37,7 @@ pub struct WhoamiClient {
     cookie_name: String,
     timeout: Duration,
     slots: Arc<Semaphore>,
+    breaker: Arc<Breaker>,
     metrics: Arc<Metrics>,
 }
 
@@ -54,6 +56,10 @@ impl WhoamiClient {
             cookie_name: cfg.session_cookie.clone(),
             timeout: cfg.timeout,
             slots: Arc::new(Semaphore::new(cfg.max_concurrent_whoami)),
+            breaker: Arc::new(Breaker::new(
+                cfg.circuit_breaker_failures,
+                cfg.circuit_breaker_interval,
+            )),
             metrics,
         })
     }
@@ -61,13 +67,27 @@ impl WhoamiClient {
     /// Asks Kratos about one credential.
     pub async fn whoami(&self, cred: &OwnedCredential) -> WhoamiAnswer {
         let started = Instant::now();
+        if self.breaker.permit(started) == Permit::Reject {
+            self.metrics.observe_whoami("circuit_open", Duration::ZERO);
+            return unavailable(UnavailableReason::CircuitOpen);
+        }
         let answer = match tokio::time::timeout(self.timeout, self.call(cred)).await {
             Ok(a) => a,
             Err(_) => unavailable(UnavailableReason::Timeout),
         };
+        let failed = matches!(
+            answer.resolution,
+            Resolution::Unavailable { reason } if reason.is_kratos_failure()
+        );
+        self.breaker.record(!failed, Instant::now());
         self.metrics
             .observe_whoami(result_label(&answer.resolution), started.elapsed());
         answer
+    }
+
+    /// Whether the circuit breaker currently refuses calls.
+    pub fn breaker_open(&self) -> bool {
+        self.breaker.is_open()
     }
 
     /// Whether Kratos answers at all (`GET /health/alive`): `Ok(status)` or the reason it did not.
@@ -157,6 +177,7 @@ impl WhoamiClient {
                         resolution: Resolution::Valid {
                             session: Arc::new(s),
                             set_cookie,
+                            stale: false,
                         },
                         cache_for,
                     },

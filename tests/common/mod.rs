@@ -1,7 +1,7 @@
 //! Integration harness: boots the real proxy in-process on ephemeral ports, in front of the test
 //! doubles of `sessiongate-testkit`, and talks to it over real HTTP.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,0 +1,142 @@
+//! Criterion benchmarks of the per-request hot paths: route matching over a 50-route table, path
+//! canonicalisation, credential extraction, a cache hit, identity header templating.
+//!
+//! `cargo bench --bench hotpath`. Compare numbers from one run only (the machine is shared).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use http::{HeaderMap, HeaderValue, Method};
+use sessiongate::config;
+use sessiongate::credential;
+use sessiongate::identity;
+use sessiongate::metrics::Metrics;
+use sessiongate::path::canonicalize;
+use sessiongate::routing::RouteTable;
+use sessiongate::session::store::SessionStore;
+use sessiongate::session::whoami::WhoamiClient;
+use sessiongate_testkit::{KratosDouble, SessionSpec};
+
+fn fifty_routes() -> config::Config {
+    let mut text = String::from("[kratos]\npublic_url = \"http://127.0.0.1:4433\"\n");
+    for i in 0..50 {
+        let (key, path) = match i % 3 {
+            0 => ("path_prefix", format!("/svc{i}")),
+            1 => ("path_prefix", format!("/svc{}/v{i}", i - 1)),
+            _ => ("path", format!("/svc{}/v{}/health", i - 2, i - 1)),
+        };
+        let host = if i % 10 == 9 {
+            format!("host = \"h{i}.example.com\"\n")
+        } else {
+            String::new()
+        };
+        text.push_str(&format!(
+            "[[routes]]\nname = \"r{i}\"\n{key} = \"{path}\"\n{host}upstream = \"http://127.0.0.1:3000\"\nauth = \"session\"\n[routes.identity_headers]\n\"X-User-Id\" = \"identity.id\"\n\"X-User-Email\" = \"identity.traits.email\"\n\"X-Session-Id\" = \"id\"\n\"X-User-Name\" = \"identity.traits.name\"\n"
+        ));
+    }
+    text.push_str("[[routes]]\nname = \"root\"\npath_prefix = \"/\"\nupstream = \"http://127.0.0.1:3000\"\nauth = \"anonymous\"\n");
+    config::from_str(&text).expect("bench config")
+}
+
+fn routing(c: &mut Criterion) {
+    let cfg = fifty_routes();
+    let table = RouteTable::new(&cfg.routes);
+    c.bench_function("route_match_50_routes_deep_prefix", |b| {
+        b.iter(|| {
+            table.find(
+                black_box(Some("api.example.com")),
+                black_box("/svc45/v46/items/17"),
+                &Method::GET,
+            )
+        })
+    });
+    c.bench_function("route_match_50_routes_fallthrough", |b| {
+        b.iter(|| {
+            table.find(
+                black_box(Some("api.example.com")),
+                black_box("/nothing/here"),
+                &Method::GET,
+            )
+        })
+    });
+    c.bench_function("canonicalize_typical_target", |b| {
+        b.iter(|| canonicalize(black_box(b"/api/v1/users/12345/profile?fields=a,b&x=1")))
+    });
+}
+
+fn credentials(c: &mut Criterion) {
+    let mut h = HeaderMap::new();
+    h.insert("host", HeaderValue::from_static("api.example.com"));
+    h.insert(
+        "user-agent",
+        HeaderValue::from_static("Mozilla/5.0 (X11; Linux x86_64)"),
+    );
+    h.insert("accept", HeaderValue::from_static("application/json"));
+    h.insert(
+        "cookie",
+        HeaderValue::from_static("_ga=GA1.1.1; csrf_token_abc=xyz; ory_kratos_session=MTcwMDAwMDAwMHxEdi1CQkFFQ180SUFBUkFCRUFBQV9"),
+    );
+    c.bench_function("credential_extract_cookie", |b| {
+        b.iter(|| {
+            credential::extract(black_box(&h), "ory_kratos_session")
+                .map(|c| c.map(|c| c.cache_key()))
+        })
+    });
+    let mut t = HeaderMap::new();
+    t.insert(
+        "x-session-token",
+        HeaderValue::from_static("ory_st_Yh4Lk2Jx9Qw8Vb7Nc6Mz5Ra4Sd3Fg2H"),
+    );
+    c.bench_function("credential_extract_token_and_key", |b| {
+        b.iter(|| {
+            credential::extract(black_box(&t), "ory_kratos_session")
+                .map(|c| c.map(|c| c.cache_key()))
+        })
+    });
+}
+
+fn cache_and_identity(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let kratos = rt.block_on(KratosDouble::start());
+    kratos.add_session("bench-token", SessionSpec::default());
+    let cfg = config::from_str(&format!(
+        "[kratos]\npublic_url = \"{}\"\n[[routes]]\nname = \"api\"\npath_prefix = \"/api\"\nupstream = \"http://127.0.0.1:3000\"\nauth = \"session\"\n[routes.identity_headers]\n\"X-User-Id\" = \"identity.id\"\n\"X-User-Email\" = \"identity.traits.email\"\n\"X-Session-Id\" = \"id\"\n\"X-User-Name\" = \"identity.traits.name\"\n",
+        kratos.url()
+    ))
+    .expect("config");
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let client = WhoamiClient::new(&cfg.kratos, Arc::clone(&metrics)).expect("client");
+    let store = SessionStore::new(cfg.cache.clone(), client, metrics);
+    let mut headers = HeaderMap::new();
+    headers.insert("x-session-token", HeaderValue::from_static("bench-token"));
+    let cred = credential::extract(&headers, "ory_kratos_session")
+        .expect("ok")
+        .expect("credential");
+    let (first, _) = rt.block_on(store.resolve(&cred));
+    let session = match first {
+        sessiongate::session::Resolution::Valid { session, .. } => session,
+        other => panic!("bench session not valid: {other:?}"),
+    };
+    assert_eq!(kratos.whoami_calls(), 1);
+    c.bench_function("cache_hit_resolve", |b| {
+        b.iter(|| rt.block_on(store.resolve(black_box(&cred))))
+    });
+    assert_eq!(kratos.whoami_calls(), 1, "every bench iteration was a hit");
+
+    let route = &cfg.routes[0];
+    c.bench_function("identity_headers_render_4", |b| {
+        b.iter(|| {
+            identity::render_all(black_box(&route.identity_headers), black_box(&session.json))
+        })
+    });
+    drop(rt);
+    let _ = Duration::ZERO;
+}
+
+criterion_group!(benches, routing, credentials, cache_and_identity);
+criterion_main!(benches);
