@@ -41,6 +41,8 @@ pub enum GateError {
     KratosUnavailable { reason: UnavailableReason },
     #[error("the return_to target is not allowed")]
     ReturnToNotAllowed,
+    #[error("the request body is too large to be inspected")]
+    BodyTooLarge,
     #[error("the upstream could not be reached")]
     UpstreamUnreachable,
     #[error("the upstream did not answer in time")]
@@ -56,6 +58,7 @@ impl GateError {
             | GateError::UpgradeNotAllowed
             | GateError::ReturnToNotAllowed => 400,
             GateError::HeadersTooLarge => 431,
+            GateError::BodyTooLarge => 413,
             GateError::NoRoute => 404,
             GateError::Unauthenticated {
                 login_redirect: Some(_),
@@ -87,6 +90,7 @@ impl GateError {
             GateError::RateLimited { .. } => "rate_limited",
             GateError::KratosUnavailable { .. } => "kratos_unavailable",
             GateError::ReturnToNotAllowed => "return_to_refused",
+            GateError::BodyTooLarge => "body_too_large",
             GateError::UpstreamUnreachable => "upstream_unreachable",
             GateError::UpstreamTimeout => "upstream_timeout",
         }
@@ -174,6 +178,7 @@ fn message(e: &GateError) -> &'static str {
             "The request was malformed or contained invalid parameters"
         }
         GateError::HeadersTooLarge => "The request headers are too large",
+        GateError::BodyTooLarge => "The request body is too large",
         GateError::NoRoute => "The requested resource could not be found",
         GateError::Unauthenticated { .. } => "The request could not be authorized",
         GateError::StepUpRequired { .. } => "The requested action was forbidden",

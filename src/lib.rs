@@ -15,6 +15,7 @@
 //! | [`credential`] | extracting the credential with Kratos's precedence; cache keys |
 //! | [`session`] | the whoami client, the session projection, the cache with coalescing |
 //! | [`policy`] | route policy + session -> forward or answer |
+//! | [`edge`] | the Kratos edge: Kratos's public API on the app's domain, URL/cookie/body rewriting |
 //! | [`identity`] | identity header templates, stripping of client-sent copies |
 //! | [`error`] | every answer sessiongate gives itself, and its HTTP form |
 //! | [`proxy`] | the pingora `ProxyHttp` hooks, delegating to the above |
@@ -29,6 +30,7 @@
 pub mod admin;
 pub mod config;
 pub mod credential;
+pub mod edge;
 pub mod error;
 pub mod identity;
 pub mod logging;

@@ -2,6 +2,7 @@
 //! be made before the first request is made here; each failure names its key path.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, Method};
@@ -10,6 +11,7 @@ use url::Url;
 
 use super::schema::{AuthMode, OnUnauthenticated, RawConfig, RawLog, RawRoute};
 use super::ConfigIssue;
+use crate::edge::{EdgeRoute, EdgeSettings};
 use crate::identity::{IdentityHeader, Template};
 use crate::path::canonicalize_path;
 
@@ -117,6 +119,8 @@ pub struct Route {
     pub on_unauthenticated: OnUnauthenticated,
     pub identity_headers: Vec<IdentityHeader>,
     pub websocket: bool,
+    /// Set on `kratos_edge` routes.
+    pub edge: Option<Arc<EdgeRoute>>,
 }
 
 struct Issues(Vec<ConfigIssue>);
@@ -255,8 +259,13 @@ pub(super) fn compile(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
     if raw.routes.is_empty() {
         issues.push("routes", "at least one route is required");
     }
+    let ctx = RouteContext {
+        have_login_url: login_url.is_some(),
+        public_origin: public_origin.as_deref(),
+        kratos_url: kratos_url.as_ref(),
+    };
     for (i, r) in raw.routes.iter().enumerate() {
-        if let Some(route) = compile_route(i, r, login_url.is_some(), &mut issues) {
+        if let Some(route) = compile_route(i, r, &ctx, &mut issues) {
             for h in &route.identity_headers {
                 if !identity_header_names.contains(&h.name) {
                     identity_header_names.push(h.name.clone());
@@ -319,14 +328,29 @@ pub(super) fn compile(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
     })
 }
 
+/// What a route's validation needs from the rest of the file.
+struct RouteContext<'a> {
+    have_login_url: bool,
+    public_origin: Option<&'a str>,
+    kratos_url: Option<&'a Url>,
+}
+
 fn compile_route(
     i: usize,
     r: &RawRoute,
-    have_login_url: bool,
+    ctx: &RouteContext<'_>,
     issues: &mut Issues,
 ) -> Option<Route> {
     let key = |k: &str| format!("routes[{i}].{k}");
     let before = issues.0.len();
+    let auth = match (r.auth, r.kratos_edge) {
+        (Some(a), _) => a,
+        (None, true) => AuthMode::Anonymous,
+        (None, false) => {
+            issues.push(key("auth"), "required: anonymous, optional or session");
+            AuthMode::Session
+        }
+    };
 
     if r.name.is_empty()
         || !r
@@ -401,12 +425,40 @@ fn compile_route(
         out
     });
 
-    let upstream = match &r.upstream {
-        Some(u) => resolve_upstream(u, &key("upstream"), issues),
-        None => {
+    let upstream = match (&r.upstream, r.kratos_edge) {
+        (Some(_), true) => {
+            issues.push(
+                key("upstream"),
+                "an edge route's upstream is [kratos].public_url; remove this key",
+            );
+            None
+        }
+        (None, true) => ctx.kratos_url.and_then(|u| {
+            resolve_upstream(
+                u.origin().ascii_serialization().as_str(),
+                "kratos.public_url",
+                issues,
+            )
+        }),
+        (Some(u), false) => resolve_upstream(u, &key("upstream"), issues),
+        (None, false) => {
             issues.push(key("upstream"), "required");
             None
         }
+    };
+    let edge = if r.kratos_edge {
+        compile_edge(i, r, auth, ctx, issues)
+    } else {
+        for (k, set) in [
+            ("cookie_domain", r.cookie_domain.is_some()),
+            ("allowed_return_urls", !r.allowed_return_urls.is_empty()),
+            ("ory_network_api_key", r.ory_network_api_key.is_some()),
+        ] {
+            if set {
+                issues.push(key(k), "only applies to a route with kratos_edge = true");
+            }
+        }
+        None
     };
 
     let require_aal = r.require_aal.as_deref().and_then(|a| match Aal::parse(a) {
@@ -419,15 +471,15 @@ fn compile_route(
             None
         }
     });
-    if require_aal.is_some() && r.auth == AuthMode::Anonymous {
+    if require_aal.is_some() && auth == AuthMode::Anonymous {
         issues.push(key("require_aal"), "has no effect on an `anonymous` route");
     }
-    if r.on_unauthenticated == OnUnauthenticated::Redirect && r.auth != AuthMode::Session {
+    if r.on_unauthenticated == OnUnauthenticated::Redirect && auth != AuthMode::Session {
         issues.push(
             key("on_unauthenticated"),
             "only a `session` route ever answers an unauthenticated request",
         );
-    } else if r.on_unauthenticated == OnUnauthenticated::Redirect && !have_login_url {
+    } else if r.on_unauthenticated == OnUnauthenticated::Redirect && !ctx.have_login_url {
         issues.push(
             key("on_unauthenticated"),
             "`redirect` needs kratos.login_url",
@@ -448,7 +500,7 @@ fn compile_route(
             Err(e) => issues.push(hkey, e),
         }
     }
-    if !identity_headers.is_empty() && r.auth == AuthMode::Anonymous {
+    if !identity_headers.is_empty() && auth == AuthMode::Anonymous {
         issues.push(
             key("identity_headers"),
             "an `anonymous` route never has a session to take them from",
@@ -469,12 +521,87 @@ fn compile_route(
             methods,
         },
         upstream,
-        auth: r.auth,
+        auth,
         require_aal,
         on_unauthenticated: r.on_unauthenticated,
         identity_headers,
         websocket: r.websocket,
+        edge,
     })
+}
+
+/// Validates the edge keys of route `i` and builds its [`EdgeRoute`].
+fn compile_edge(
+    i: usize,
+    r: &RawRoute,
+    auth: AuthMode,
+    ctx: &RouteContext<'_>,
+    issues: &mut Issues,
+) -> Option<Arc<EdgeRoute>> {
+    let key = |k: &str| format!("routes[{i}].{k}");
+    if auth != AuthMode::Anonymous {
+        issues.push(
+            key("auth"),
+            "an edge route is `anonymous`: Kratos checks its own requests",
+        );
+    }
+    if r.path.is_some() {
+        issues.push(
+            key("path"),
+            "an edge route mounts a prefix: use path_prefix",
+        );
+    }
+    if !r.identity_headers.is_empty() {
+        issues.push(
+            key("identity_headers"),
+            "an edge route forwards to Kratos, not to an application",
+        );
+    }
+    let Some(public) = ctx.public_origin else {
+        issues.push(
+            key("kratos_edge"),
+            "needs server.public_url (the custom domain Kratos is served on)",
+        );
+        return None;
+    };
+    let kratos = ctx.kratos_url?;
+    let prefix = r.path_prefix.as_deref().unwrap_or("/");
+    let settings = match EdgeSettings::new(
+        kratos.as_str(),
+        public,
+        prefix,
+        r.cookie_domain.as_deref(),
+        &r.allowed_return_urls,
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            issues.push(key("kratos_edge"), e);
+            return None;
+        }
+    };
+    if let Some(domain) = &settings.cookie_domain {
+        let host = Url::parse(public)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+            .unwrap_or_default();
+        if host != *domain && !host.ends_with(&format!(".{domain}")) {
+            issues.push(
+                key("cookie_domain"),
+                format!("`{domain}` does not cover server.public_url's host `{host}`: browsers would drop every cookie"),
+            );
+            return None;
+        }
+    }
+    match EdgeRoute::new(
+        settings,
+        r.ory_network_api_key.as_ref().map(|s| s.0.as_str()),
+    ) {
+        Ok(edge) => Some(Arc::new(edge)),
+        Err(e) => {
+            issues.push(key("ory_network_api_key"), e);
+            None
+        }
+    }
 }
 
 /// Two routes that match exactly the same requests make precedence a coin toss: refuse them.

@@ -188,8 +188,10 @@ pub struct RawRoute {
     pub methods: Option<Vec<String>>,
     #[serde(default)]
     pub upstream: Option<String>,
-    /// No default on purpose: a route states whether it is public.
-    pub auth: AuthMode,
+    /// Required on ordinary routes (no default on purpose: a route states whether it is public);
+    /// an edge route defaults to `anonymous`.
+    #[serde(default)]
+    pub auth: Option<AuthMode>,
     #[serde(default)]
     pub require_aal: Option<String>,
     #[serde(default)]
@@ -199,6 +201,29 @@ pub struct RawRoute {
     /// Whether `Upgrade` (websocket) requests are forwarded on this route.
     #[serde(default)]
     pub websocket: bool,
+    /// Serve Kratos's public API under `path_prefix` (the upstream is `[kratos].public_url`).
+    #[serde(default)]
+    pub kratos_edge: bool,
+    /// Edge: `Domain` for cookies Kratos sets; absent = host-only cookies.
+    #[serde(default)]
+    pub cookie_domain: Option<String>,
+    /// Edge: allowed `return_to` targets; empty = not checked by the proxy (Kratos still checks).
+    #[serde(default)]
+    pub allowed_return_urls: Vec<String>,
+    /// Edge: Ory Network custom-domain mode.
+    #[serde(default)]
+    pub ory_network_api_key: Option<Secret>,
+}
+
+/// A secret from the configuration: its `Debug` never shows it.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 /// How a route treats the session credential.

@@ -462,3 +462,34 @@ mod tests {
         }
     }
 }
+
+/// One compiled `kratos_edge` route: its settings and everything derived from them once, at
+/// start-up (the rewriter's needles, the Ory Network headers, the OIDC warning memory).
+#[derive(Debug)]
+pub struct EdgeRoute {
+    pub settings: EdgeSettings,
+    pub rewriter: Rewriter,
+    /// `Ory-Base-URL-Rewrite`, `-Token` (sensitive), `Ory-No-Custom-Domain-Redirect`, in Ory Network
+    /// mode.
+    pub ory_headers: Option<[(http::HeaderName, http::HeaderValue); 3]>,
+    /// Providers already warned about (one warning per provider).
+    pub oidc_warned: WarnOnce,
+}
+
+impl EdgeRoute {
+    pub fn new(settings: EdgeSettings, ory_api_key: Option<&str>) -> Result<EdgeRoute, String> {
+        let ory_headers = match ory_api_key {
+            Some(key) => Some(
+                ory_network_headers(&settings.public_base, key)
+                    .map_err(|_| "ory_network_api_key is not a valid header value".to_string())?,
+            ),
+            None => None,
+        };
+        Ok(EdgeRoute {
+            rewriter: Rewriter::new(&settings),
+            settings,
+            ory_headers,
+            oidc_warned: WarnOnce::default(),
+        })
+    }
+}

@@ -166,6 +166,25 @@ impl SessionStore {
         self.stale.invalidate(key).await;
     }
 
+    /// Forgets a credential at once, from synchronous code (a response body filter): entries inserted
+    /// before this call are never returned again.
+    pub fn purge_now(&self, key: CacheKey) {
+        let _ = self.cache.invalidate_entries_if(move |k, _| *k == key);
+        let _ = self.stale.invalidate_entries_if(move |k, _| *k == key);
+    }
+
+    /// Forgets every cached session of one identity (settings change, revocation of all sessions).
+    pub fn purge_identity(&self, identity_id: &str) {
+        let id = identity_id.to_string();
+        let _ = self.cache.invalidate_entries_if(
+            move |_, e| matches!(&e.value, Cached::Valid(s) if s.identity_id == id),
+        );
+        let id = identity_id.to_string();
+        let _ = self
+            .stale
+            .invalidate_entries_if(move |_, e| e.session.identity_id == id);
+    }
+
     /// Forgets every cached entry of one session id (logout of a session by id).
     pub fn purge_session_id(&self, session_id: &str) {
         let id = session_id.to_string();

@@ -45,7 +45,8 @@ pub fn free_port() -> u16 {
 
 impl TestProxy {
     /// Starts sessiongate with `config` (TOML without `server.listen`/`admin_listen`, which are
-    /// chosen here) plus extra `(env name, value)` overrides.
+    /// chosen here; `{PROXY}` is replaced by `http://<listen address>`) plus extra
+    /// `(env name, value)` overrides.
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> TestProxy {
         let listen = format!("127.0.0.1:{}", free_port());
         let admin = format!("127.0.0.1:{}", free_port());
@@ -64,7 +65,9 @@ impl TestProxy {
         for (k, v) in env {
             vars.push((k.to_string(), v.to_string()));
         }
-        let cfg = sessiongate::config::from_str_with_env(config, "test", vars)
+        // `{PROXY}` in the config stands for the proxy's own origin (for server.public_url).
+        let config = config.replace("{PROXY}", &format!("http://{listen}"));
+        let cfg = sessiongate::config::from_str_with_env(&config, "test", vars)
             .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
         let gate = sessiongate::build(cfg).expect("build");
         let shared = Arc::clone(&gate.shared);

@@ -1,6 +1,8 @@
 //! The pingora [`ProxyHttp`] implementation. Thin on purpose: each hook delegates to the module that
 //! owns the concept (routing, credential, session, policy, identity, error, metrics).
 
+mod edge;
+
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -41,6 +43,10 @@ pub struct RequestCtx {
     lookup: Option<LookupKind>,
     /// Status of an answer sessiongate gave itself (not forwarded).
     answered: Option<u16>,
+    /// An answer decided after forwarding started (edge body checks), written by `fail_to_proxy`.
+    pending: Option<GateError>,
+    /// State of a Kratos edge request.
+    edge: Option<edge::EdgeCtx>,
 }
 
 /// The proxy: holds the shared, reloadable state.
@@ -83,6 +89,22 @@ impl Proxy {
         if req.headers.contains_key(UPGRADE) && !route.websocket {
             ctx.target = Some(target);
             return Err(GateError::UpgradeNotAllowed);
+        }
+
+        if let Some(er) = &route.edge {
+            // Kratos checks its own requests; the edge only needs the credential for cache purges.
+            let cred = credential::extract(&req.headers, &cfg.kratos.session_cookie)
+                .ok()
+                .flatten();
+            let mut ectx = edge::on_edge_request(er, req, &target, cred.as_ref())?;
+            if ectx.kind.needs_identity() {
+                if let Some(c) = &cred {
+                    if let (Resolution::Valid { session, .. }, _) = rt.store.resolve(c).await {
+                        ectx.identity_id = Some(session.identity_id.clone());
+                    }
+                }
+            }
+            ctx.edge = Some(ectx);
         }
 
         let resolution = if route.auth == AuthMode::Anonymous {
@@ -171,6 +193,8 @@ impl ProxyHttp for Proxy {
             outcome: "none",
             lookup: None,
             answered: None,
+            pending: None,
+            edge: None,
         }
     }
 
@@ -273,7 +297,84 @@ impl ProxyHttp for Proxy {
         }
         upstream_request.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
         set_forwarding_headers(upstream_request, client_ip, trusted)?;
+        if let (Some(er), Some(ectx)) = (edge_route(&rt, ctx.route), &ctx.edge) {
+            edge::upstream_request(er, ectx, upstream_request)?;
+        }
         Ok(())
+    }
+
+    /// Edge routes: buffers what must be inspected (the `return_to` of form and JSON bodies, the API
+    /// logout token) and refuses a forbidden `return_to` before Kratos acts on the request.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(rt) = ctx.runtime.clone() else {
+            return Ok(());
+        };
+        if let (Some(er), Some(ectx)) = (edge_route(&rt, ctx.route), ctx.edge.as_mut()) {
+            if let Err(e) = edge::request_body(er, ectx, body, end_of_stream) {
+                let status = e.status();
+                ctx.pending = Some(e);
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(status),
+                    "edge request body refused",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Edge routes: `Location` and `Set-Cookie` rewritten to the public origin, OIDC `redirect_uri`
+    /// checks, cache purges after logout and session changes, body rewriting prepared.
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(rt) = ctx.runtime.clone() else {
+            return Ok(());
+        };
+        if let (Some(er), Some(ectx)) = (edge_route(&rt, ctx.route), ctx.edge.as_mut()) {
+            edge::upstream_response(
+                er,
+                ectx,
+                upstream_response,
+                &rt.config.kratos.session_cookie,
+                &rt.store,
+                &self.shared.metrics,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Edge routes: rewrites Kratos's absolute URLs in JSON and HTML bodies (the body is buffered; the
+    /// length is fixed by sending it chunked) and purges the cache when the body shows a new session.
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        let Some(rt) = ctx.runtime.clone() else {
+            return Ok(None);
+        };
+        if let (Some(er), Some(ectx)) = (edge_route(&rt, ctx.route), ctx.edge.as_mut()) {
+            edge::response_body(
+                er,
+                ectx,
+                body,
+                end_of_stream,
+                &rt.store,
+                &self.shared.metrics,
+            );
+        }
+        Ok(None)
     }
 
     /// Adds the request id and any session cookie Kratos re-issued during whoami.
@@ -299,13 +400,14 @@ impl ProxyHttp for Proxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let gate_error = match (e.esource(), e.etype()) {
-            (ErrorSource::Upstream, ErrorType::ConnectTimedout | ErrorType::ReadTimedout) => {
-                Some(GateError::UpstreamTimeout)
-            }
-            (ErrorSource::Upstream, _) => Some(GateError::UpstreamUnreachable),
-            _ => None,
+        let gate_error = match ctx.pending.take() {
+            Some(pending) => Some(pending),
+            None => upstream_failure(e.esource(), e.etype()),
         };
+        let is_upstream = matches!(
+            gate_error,
+            Some(GateError::UpstreamTimeout | GateError::UpstreamUnreachable)
+        );
         let code = match (&gate_error, e.etype()) {
             (Some(g), _) => g.status(),
             (None, ErrorType::HTTPStatus(c)) => *c,
@@ -313,14 +415,9 @@ impl ProxyHttp for Proxy {
             (None, _) if e.esource() == &ErrorSource::Downstream => 400,
             (None, _) => 500,
         };
-        if let Some(route) = ctx
-            .route
-            .and_then(|i| ctx.runtime.as_ref().map(|rt| (rt, i)))
-        {
-            if gate_error.is_some() {
-                self.shared
-                    .metrics
-                    .upstream_error(&route.0.config.routes[route.1].name);
+        if is_upstream {
+            if let Some(route) = route_name(ctx) {
+                self.shared.metrics.upstream_error(&route);
             }
         }
         if code > 0 && session.response_written().is_none() {
@@ -373,6 +470,30 @@ impl ProxyHttp for Proxy {
                 "request"
             );
         }
+    }
+}
+
+/// The matched route's name, for metrics.
+fn route_name(ctx: &RequestCtx) -> Option<String> {
+    let rt = ctx.runtime.as_ref()?;
+    Some(rt.config.routes.get(ctx.route?)?.name.clone())
+}
+
+/// The edge of the matched route, if it is a `kratos_edge` route.
+fn edge_route(rt: &Runtime, route: Option<usize>) -> Option<&crate::edge::EdgeRoute> {
+    route
+        .and_then(|i| rt.config.routes.get(i))
+        .and_then(|r| r.edge.as_deref())
+}
+
+/// Upstream failures become gateway errors; everything else keeps pingora's status.
+fn upstream_failure(source: &ErrorSource, etype: &ErrorType) -> Option<GateError> {
+    match (source, etype) {
+        (ErrorSource::Upstream, ErrorType::ConnectTimedout | ErrorType::ReadTimedout) => {
+            Some(GateError::UpstreamTimeout)
+        }
+        (ErrorSource::Upstream, _) => Some(GateError::UpstreamUnreachable),
+        _ => None,
     }
 }
 
