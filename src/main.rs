@@ -45,6 +45,12 @@ fn main() -> ExitCode {
     };
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => {
+            if let Err(problems) = probe_edge_kratos(&config) {
+                for p in problems {
+                    eprintln!("error: {p}");
+                }
+                return ExitCode::FAILURE;
+            }
             println!(
                 "{}: ok ({} routes, listen {}, admin {})",
                 cli.config.display(),
@@ -78,5 +84,42 @@ fn main() -> ExitCode {
             gate.run(Box::new(signals));
             ExitCode::SUCCESS
         }
+    }
+}
+
+/// `check`: an edge route is useless when Kratos cannot be reached; say so before deploying.
+fn probe_edge_kratos(config: &sessiongate::Config) -> Result<(), Vec<String>> {
+    let edges: Vec<usize> = config
+        .routes
+        .iter()
+        .filter(|r| r.edge.is_some())
+        .map(|r| r.index)
+        .collect();
+    if edges.is_empty() {
+        return Ok(());
+    }
+    let problem = |reason: String| {
+        edges
+            .iter()
+            .map(|i| {
+                format!(
+                    "routes[{i}].kratos_edge: Kratos at {} is unreachable ({reason})",
+                    config.kratos.public_url
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| problem(e.to_string()))?;
+    let metrics = std::sync::Arc::new(
+        sessiongate::metrics::Metrics::new().map_err(|e| problem(e.to_string()))?,
+    );
+    let client = sessiongate::session::whoami::WhoamiClient::new(&config.kratos, metrics)
+        .map_err(|e| problem(e.to_string()))?;
+    match rt.block_on(client.probe()) {
+        Ok(_) => Ok(()),
+        Err(reason) => Err(problem(reason.to_string())),
     }
 }

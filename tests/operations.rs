@@ -3,113 +3,12 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::binary::Binary;
 use common::*;
-
-struct Binary {
-    child: Child,
-    /// Everything the binary wrote to stderr, drained continuously so a full pipe never blocks it.
-    log: Arc<std::sync::Mutex<Vec<u8>>>,
-    listen: String,
-    admin: String,
-    config: std::path::PathBuf,
-}
-
-impl Binary {
-    fn start(config_body: &str) -> Binary {
-        let listen = format!("127.0.0.1:{}", free_port());
-        let admin = format!("127.0.0.1:{}", free_port());
-        let dir = std::env::temp_dir().join(format!(
-            "sessiongate-ops-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let config = dir.join("sessiongate.toml");
-        std::fs::write(&config, with_listeners(config_body, &listen, &admin))
-            .expect("write config");
-        let child = Command::new(env!("CARGO_BIN_EXE_sessiongate"))
-            .args(["--config", &config.display().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn sessiongate");
-        let mut child = child;
-        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-        if let Some(mut err) = child.stderr.take() {
-            let log = Arc::clone(&log);
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 8192];
-                while let Ok(n) = err.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    if let Ok(mut l) = log.lock() {
-                        l.extend_from_slice(&buf[..n]);
-                    }
-                }
-            });
-        }
-        let b = Binary {
-            child,
-            log,
-            listen,
-            admin,
-            config,
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(&b.listen).is_err() {
-            assert!(Instant::now() < deadline, "binary did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        b
-    }
-
-    fn rewrite(&self, config_body: &str) {
-        let tmp = self.config.with_extension("tmp");
-        std::fs::write(&tmp, with_listeners(config_body, &self.listen, &self.admin))
-            .expect("write");
-        std::fs::rename(&tmp, &self.config).expect("rename");
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .expect("kill")
-            .success();
-        assert!(ok, "kill {sig}");
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.listen)
-    }
-
-    fn admin_url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.admin)
-    }
-
-    fn stderr(self) -> String {
-        let bytes = self.log.lock().map(|l| l.clone()).unwrap_or_default();
-        String::from_utf8_lossy(&bytes).into_owned()
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn with_listeners(body: &str, listen: &str, admin: &str) -> String {
-    format!("[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\nthreads = 2\n{body}")
-}
 
 fn routes(kratos: &str, upstream: &str, extra: &str) -> String {
     format!(

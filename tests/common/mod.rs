@@ -14,6 +14,8 @@ use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
 use sessiongate::state::Shared;
 use tokio::sync::Notify;
 
+pub mod binary;
+
 pub use sessiongate_testkit::{Behavior, EchoUpstream, KratosDouble, SessionSpec};
 
 /// A running sessiongate. Stops (fast) when dropped.
