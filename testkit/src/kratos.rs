@@ -1,5 +1,7 @@
 //! A stand-in for Ory Kratos's public API: `GET /sessions/whoami` in Kratos's real wire format,
-//! plus `/health/ready` and `/health/alive`.
+//! plus `/health/ready` and `/health/alive`. The self-service endpoints (login, registration,
+//! OIDC, logout, token exchange, session revocation) live in [`crate::selfservice`] and share
+//! this double's session table.
 //!
 //! What it mirrors from Kratos (`session/handler.go`, `session/manager_http.go` upstream):
 //!
@@ -44,7 +46,7 @@ pub const UNAUTHORIZED_BODY: &str = r#"{"error":{"code":401,"status":"Unauthoriz
 /// The base URL [`session_json`] uses for `identity.schema_url` (Kratos's default public port).
 pub const DEFAULT_BASE_URL: &str = "http://127.0.0.1:4433";
 
-const JSON: &str = "application/json; charset=utf-8";
+pub(crate) const JSON: &str = "application/json; charset=utf-8";
 const AAL2_REASON: &str = "An active session was found but it does not fulfill the requested Authenticator Assurance Level. Please verify yourself with a second factor to resolve this issue.";
 const AAL2_MESSAGE: &str = "Session does not fulfill the requested Authenticator Assurance Level";
 
@@ -225,24 +227,31 @@ pub fn session_json_at(base_url: &str, session_id: &str, spec: &SessionSpec) -> 
 }
 
 #[derive(Debug, Clone)]
-struct Stored {
-    body: Bytes,
-    identity_id: String,
-    cache_for: Option<u64>,
-    set_cookie: Option<String>,
+pub(crate) struct Stored {
+    pub(crate) body: Bytes,
+    pub(crate) identity_id: String,
+    /// The session's `id` (so self-service revocations can find it).
+    pub(crate) session_id: String,
+    pub(crate) cache_for: Option<u64>,
+    pub(crate) set_cookie: Option<String>,
 }
 
-struct State {
+pub(crate) struct State {
     addr: SocketAddr,
-    url: String,
-    sessions: Mutex<HashMap<String, Stored>>,
+    pub(crate) url: String,
+    /// credential (token or cookie value) -> session; shared with [`crate::selfservice`].
+    pub(crate) sessions: Mutex<HashMap<String, Stored>>,
     calls: AtomicUsize,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
     requests: Mutex<Vec<RecordedRequest>>,
     behavior: Mutex<Behavior>,
     delay: Mutex<Duration>,
-    cookie_name: Mutex<String>,
+    pub(crate) cookie_name: Mutex<String>,
     negative_cache_for: Mutex<Option<u64>>,
     running: AsyncMutex<Option<Running>>,
+    /// Self-service flows, logout tokens, OIDC providers ([`crate::selfservice`]).
+    pub(crate) selfservice: Mutex<crate::selfservice::SelfServiceState>,
 }
 
 /// The Kratos double. Cheap to clone; all clones share one server and one state.
@@ -279,12 +288,15 @@ impl KratosDouble {
             url: format!("http://{addr}"),
             sessions: Mutex::new(HashMap::new()),
             calls: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
             requests: Mutex::new(Vec::new()),
             behavior: Mutex::new(Behavior::Normal),
             delay: Mutex::new(Duration::ZERO),
             cookie_name: Mutex::new(DEFAULT_COOKIE_NAME.to_owned()),
             negative_cache_for: Mutex::new(None),
             running: AsyncMutex::new(None),
+            selfservice: Mutex::new(crate::selfservice::SelfServiceState::default()),
         });
         let double = KratosDouble { state };
         *double.state.running.lock().await = Some(double.serve(listener));
@@ -300,6 +312,10 @@ impl KratosDouble {
         self.state.addr
     }
 
+    pub(crate) fn shared(&self) -> &Arc<State> {
+        &self.state
+    }
+
     /// `http://127.0.0.1:PORT`, no trailing slash.
     pub fn url(&self) -> String {
         self.state.url.clone()
@@ -313,6 +329,7 @@ impl KratosDouble {
         let stored = Stored {
             body: Bytes::from(serde_json::to_vec(&body).expect("serialize session JSON")),
             identity_id: spec.identity_id,
+            session_id: id,
             cache_for: spec.cache_for,
             set_cookie: spec.set_cookie,
         };
@@ -326,6 +343,11 @@ impl KratosDouble {
     }
 
     /// Number of whoami requests received (any outcome, including ones still delayed or hanging).
+    /// The most whoami requests that were being answered at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.max_in_flight.load(Ordering::SeqCst)
+    }
+
     pub fn whoami_calls(&self) -> usize {
         self.state.calls.load(Ordering::SeqCst)
     }
@@ -385,7 +407,7 @@ impl KratosDouble {
     }
 }
 
-fn response(
+pub(crate) fn response(
     status: StatusCode,
     content_type: Option<&str>,
     body: impl Into<Bytes>,
@@ -401,7 +423,7 @@ fn response(
     resp
 }
 
-fn json_error(code: u16, status: &str, message: &str) -> Bytes {
+pub(crate) fn json_error(code: u16, status: &str, message: &str) -> Bytes {
     Bytes::from(
         serde_json::to_vec(
             &json!({ "error": { "code": code, "status": status, "message": message } }),
@@ -421,6 +443,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>, ctx: ConnCtx) -> Resp
         "/health/ready" | "/health/alive" => {
             response(StatusCode::OK, Some(JSON), r#"{"status":"ok"}"#)
         }
+        // Self-service flows, logout, token exchange, session revocation.
+        _ if crate::selfservice::handles(req.method(), path) => {
+            crate::selfservice::handle(state, req).await
+        }
         _ => response(
             StatusCode::NOT_FOUND,
             Some(JSON),
@@ -434,7 +460,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>, ctx: ConnCtx) -> Resp
 }
 
 /// The credential Kratos would use (`None`: the request carried none it would look at).
-fn extract_credential(headers: &HeaderMap, cookie_name: &str) -> Option<String> {
+pub(crate) fn extract_credential(headers: &HeaderMap, cookie_name: &str) -> Option<String> {
     // Go's Header.Get: the first value.
     if let Some(token) = headers.get("x-session-token").map(|v| v.as_bytes()) {
         if !token.is_empty() {
@@ -470,8 +496,26 @@ fn extract_credential(headers: &HeaderMap, cookie_name: &str) -> Option<String> 
     None
 }
 
+/// Counts a whoami request as in flight until dropped (also when the client goes away).
+struct InFlight(Arc<State>);
+
+impl InFlight {
+    fn enter(state: &Arc<State>) -> InFlight {
+        let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(state.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 async fn whoami(state: Arc<State>, req: Request<Incoming>, ctx: ConnCtx) -> Response<Body> {
     state.calls.fetch_add(1, Ordering::SeqCst);
+    let _in_flight = InFlight::enter(&state);
     lock(&state.requests).push(RecordedRequest {
         method: req.method().to_string(),
         path_and_query: req
