@@ -11,18 +11,28 @@ use url::Url;
 
 use crate::config::{Aal, AuthMode, OnUnauthenticated, Route};
 use crate::error::GateError;
+use crate::path::CanonicalTarget;
 use crate::session::{Resolution, Session};
 
 /// What the request brings for the decision.
 pub struct RequestFacts<'a> {
     pub method: &'a Method,
-    /// The original URL on the public origin (`server.public_url` + canonical target), when a public
-    /// origin is configured: the `return_to` of login redirects.
-    pub public_url: Option<String>,
+    /// `server.public_url`, when configured.
+    pub public_origin: Option<&'a str>,
+    /// The canonical target; with the public origin it makes the `return_to` of login redirects.
+    pub target: &'a CanonicalTarget,
     /// `kratos.login_url`.
     pub login_url: Option<&'a Url>,
     /// Kratos's public URL, for building a step-up URL when Kratos gave none.
     pub kratos_url: &'a Url,
+}
+
+impl RequestFacts<'_> {
+    /// The original URL on the public origin, built only when a redirect needs it.
+    fn public_url(&self) -> Option<String> {
+        self.public_origin
+            .map(|o| format!("{o}{}", self.target.to_target()))
+    }
 }
 
 /// A request that goes upstream.
@@ -103,7 +113,7 @@ fn is_browser_navigation(method: &Method) -> bool {
 fn unauthenticated(route: &Route, facts: &RequestFacts<'_>) -> GateError {
     let login_redirect = match (route.on_unauthenticated, facts.login_url) {
         (OnUnauthenticated::Redirect, Some(login)) if is_browser_navigation(facts.method) => {
-            Some(with_return_to(login, facts.public_url.as_deref()))
+            Some(with_return_to(login, facts.public_url().as_deref()))
         }
         _ => None,
     };
@@ -120,7 +130,7 @@ fn step_up(
         let mut url = facts.kratos_url.join("self-service/login/browser").ok()?;
         url.query_pairs_mut()
             .append_pair("aal", &format!("aal{}", required.0));
-        if let Some(back) = &facts.public_url {
+        if let Some(back) = &facts.public_url() {
             url.query_pairs_mut().append_pair("return_to", back);
         }
         Some(url.to_string())

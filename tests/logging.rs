@@ -104,6 +104,11 @@ async fn access_log_has_the_fields_and_no_credentials() {
         send("/api/f".into(), ("X-Session-Token", "tok-SECRET-x".into())).await,
         503
     );
+    // The access line is written after the response is sent: wait for the last one.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while count_access(&buffer) < 6 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     drop(w);
 
     let text = String::from_utf8(buffer.0.lock().expect("lock").clone()).expect("utf8");
@@ -126,4 +131,12 @@ async fn access_log_has_the_fields_and_no_credentials() {
     assert_eq!(access[1]["outcome"], "unauthenticated");
     assert_eq!(access[5]["status"], 503);
     assert_eq!(access[5]["outcome"], "kratos_unavailable");
+}
+
+fn count_access(buffer: &Buffer) -> usize {
+    let bytes = buffer.0.lock().map(|b| b.clone()).unwrap_or_default();
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .filter(|l| l.contains("\"target\":\"sessiongate::access\""))
+        .count()
 }

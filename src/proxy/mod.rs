@@ -122,19 +122,16 @@ impl Proxy {
                 }
             }
         };
-        let public_url = cfg
-            .server
-            .public_origin
-            .as_ref()
-            .map(|o| format!("{o}{}", target.to_target()));
-        ctx.target = Some(target);
         let facts = RequestFacts {
             method: &session.req_header().method,
-            public_url,
+            public_origin: cfg.server.public_origin.as_deref(),
+            target: &target,
             login_url: cfg.kratos.login_url.as_ref(),
             kratos_url: &cfg.kratos.public_url,
         };
-        let forward = policy::decide(route, resolution, &facts)?;
+        let decision = policy::decide(route, resolution, &facts);
+        ctx.target = Some(target);
+        let forward = decision?;
         ctx.outcome = forward.outcome;
         if forward.outcome == "authenticated_stale" {
             self.shared.metrics.stale_served(&route.name);
