@@ -110,7 +110,14 @@ fn cache_and_identity(c: &mut Criterion) {
     ))
     .expect("config");
     let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let client = WhoamiClient::new(&cfg.kratos, Arc::clone(&metrics)).expect("client");
+    let kept = cfg.routes[0]
+        .identity_headers
+        .iter()
+        .map(|h| h.template.clone())
+        .collect();
+    let client = WhoamiClient::new(&cfg.kratos, Arc::clone(&metrics))
+        .expect("client")
+        .keeping(kept);
     let store = SessionStore::new(cfg.cache.clone(), client, metrics);
     let mut headers = HeaderMap::new();
     headers.insert("x-session-token", HeaderValue::from_static("bench-token"));
@@ -129,6 +136,10 @@ fn cache_and_identity(c: &mut Criterion) {
     assert_eq!(kratos.whoami_calls(), 1, "every bench iteration was a hit");
 
     let route = &cfg.routes[0];
+    assert_eq!(
+        identity::render_all(&route.identity_headers, &session.json).len(),
+        4
+    );
     c.bench_function("identity_headers_render_4", |b| {
         b.iter(|| {
             identity::render_all(black_box(&route.identity_headers), black_box(&session.json))

@@ -104,6 +104,40 @@ impl Template {
     }
 }
 
+impl Template {
+    /// Copies the value at this path from `src` into `out`, creating objects along the way (array
+    /// indexes become object keys, which [`Template::lookup`] reads the same way).
+    fn copy_into(&self, src: &Value, out: &mut Value) {
+        let Some(value) = self.lookup(src) else {
+            return;
+        };
+        let mut cur = out;
+        for seg in &self.segments {
+            let key = match seg {
+                Segment::Key(k) | Segment::Index(_, k) => k.clone(),
+            };
+            if !cur.is_object() {
+                *cur = Value::Object(serde_json::Map::new());
+            }
+            let Value::Object(map) = cur else {
+                return;
+            };
+            cur = map.entry(key).or_insert(Value::Null);
+        }
+        *cur = value.clone();
+    }
+}
+
+/// Keeps only what the templates read from a session JSON: a cached session then costs a few hundred
+/// bytes instead of the whole identity.
+pub fn prune(templates: &[Template], session: &Value) -> Value {
+    let mut out = Value::Object(serde_json::Map::new());
+    for t in templates {
+        t.copy_into(session, &mut out);
+    }
+    out
+}
+
 /// Validates a configured identity header name.
 pub fn parse_header_name(name: &str) -> Result<HeaderName, String> {
     let header = HeaderName::from_bytes(name.as_bytes())
@@ -178,6 +212,26 @@ mod tests {
         assert_eq!(render("identity.traits.email.x"), None);
         assert_eq!(render("identity.traits.evil"), None);
         assert_eq!(render("identity.traits.tab"), None);
+    }
+
+    #[test]
+    fn pruning_keeps_exactly_what_templates_read() {
+        let paths = [
+            "identity.traits.email",
+            "identity.verifiable_addresses.0.value",
+            "identity.traits.name",
+            "identity.traits.missing",
+        ];
+        let templates: Vec<Template> = paths
+            .iter()
+            .map(|p| Template::parse(p).expect("t"))
+            .collect();
+        let pruned = prune(&templates, &session());
+        for t in &templates {
+            assert_eq!(t.render(&pruned), t.render(&session()), "{t:?}");
+        }
+        let text = pruned.to_string();
+        assert!(!text.contains("i-1") && !text.contains("age"), "{text}");
     }
 
     #[test]

@@ -38,6 +38,12 @@ impl Runtime {
         previous: Option<&Runtime>,
     ) -> Result<Runtime, BuildError> {
         let table = RouteTable::new(&config.routes);
+        let mut kept = Vec::new();
+        for h in config.routes.iter().flat_map(|r| r.identity_headers.iter()) {
+            if !kept.contains(&h.template) {
+                kept.push(h.template.clone());
+            }
+        }
         let reusable = previous.filter(|p| {
             p.config.kratos.public_url == config.kratos.public_url
                 && p.config.kratos.timeout == config.kratos.timeout
@@ -47,6 +53,7 @@ impl Runtime {
                 && p.config.cache.max_ttl == config.cache.max_ttl
                 && p.config.cache.negative_ttl == config.cache.negative_ttl
                 && p.config.cache.stale_if_error == config.cache.stale_if_error
+                && p.whoami.kept() == kept.as_slice()
                 && p.config.kratos.circuit_breaker_failures
                     == config.kratos.circuit_breaker_failures
                 && p.config.kratos.circuit_breaker_interval
@@ -55,7 +62,7 @@ impl Runtime {
         let (store, whoami) = match reusable {
             Some(p) => (Arc::clone(&p.store), p.whoami.clone()),
             None => {
-                let whoami = WhoamiClient::new(&config.kratos, Arc::clone(metrics))?;
+                let whoami = WhoamiClient::new(&config.kratos, Arc::clone(metrics))?.keeping(kept);
                 let store =
                     SessionStore::new(config.cache.clone(), whoami.clone(), Arc::clone(metrics));
                 (store, whoami)

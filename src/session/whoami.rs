@@ -16,6 +16,7 @@ use super::breaker::{Breaker, Permit};
 use super::{Resolution, Session, UnavailableReason};
 use crate::config::KratosConfig;
 use crate::credential::{CredentialKind, OwnedCredential};
+use crate::identity::{prune, Template};
 use crate::metrics::Metrics;
 
 /// Largest whoami body read; a session is a few KiB.
@@ -39,6 +40,8 @@ pub struct WhoamiClient {
     slots: Arc<Semaphore>,
     breaker: Arc<Breaker>,
     metrics: Arc<Metrics>,
+    /// The session paths identity headers read; the rest of a session is not kept.
+    kept: Arc<[Template]>,
 }
 
 impl WhoamiClient {
@@ -61,7 +64,19 @@ impl WhoamiClient {
                 cfg.circuit_breaker_interval,
             )),
             metrics,
+            kept: Arc::from(Vec::new()),
         })
+    }
+
+    /// Keeps only these session paths (the identity header templates of every route) in sessions.
+    pub fn keeping(mut self, templates: Vec<Template>) -> WhoamiClient {
+        self.kept = Arc::from(templates);
+        self
+    }
+
+    /// The session paths kept in sessions.
+    pub fn kept(&self) -> &[Template] {
+        &self.kept
     }
 
     /// Asks Kratos about one credential.
@@ -173,9 +188,12 @@ impl WhoamiClient {
                     return unavailable(UnavailableReason::BadResponse);
                 }
                 match Session::from_json(json, SystemTime::now()) {
-                    Some(s) => WhoamiAnswer {
+                    Some(mut s) => WhoamiAnswer {
                         resolution: Resolution::Valid {
-                            session: Arc::new(s),
+                            session: Arc::new({
+                                s.json = prune(&self.kept, &s.json);
+                                s
+                            }),
                             set_cookie,
                             stale: false,
                         },
