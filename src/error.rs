@@ -43,6 +43,8 @@ pub enum GateError {
     ReturnToNotAllowed,
     #[error("the request body is too large to be inspected")]
     BodyTooLarge,
+    #[error("the request body could not be read")]
+    BadRequestBody,
     #[error("the upstream could not be reached")]
     UpstreamUnreachable,
     #[error("the upstream did not answer in time")]
@@ -56,7 +58,8 @@ impl GateError {
             GateError::BadPath(_)
             | GateError::BadCredentialHeaders(_)
             | GateError::UpgradeNotAllowed
-            | GateError::ReturnToNotAllowed => 400,
+            | GateError::ReturnToNotAllowed
+            | GateError::BadRequestBody => 400,
             GateError::HeadersTooLarge => 431,
             GateError::BodyTooLarge => 413,
             GateError::NoRoute => 404,
@@ -91,6 +94,7 @@ impl GateError {
             GateError::KratosUnavailable { .. } => "kratos_unavailable",
             GateError::ReturnToNotAllowed => "return_to_refused",
             GateError::BodyTooLarge => "body_too_large",
+            GateError::BadRequestBody => "bad_request_body",
             GateError::UpstreamUnreachable => "upstream_unreachable",
             GateError::UpstreamTimeout => "upstream_timeout",
         }
@@ -179,6 +183,7 @@ fn message(e: &GateError) -> &'static str {
         }
         GateError::HeadersTooLarge => "The request headers are too large",
         GateError::BodyTooLarge => "The request body is too large",
+        GateError::BadRequestBody => "The request body could not be read",
         GateError::NoRoute => "The requested resource could not be found",
         GateError::Unauthenticated { .. } => "The request could not be authorized",
         GateError::StepUpRequired { .. } => "The requested action was forbidden",

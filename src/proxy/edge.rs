@@ -38,8 +38,10 @@ pub struct EdgeCtx {
     pub credential: Option<CacheKey>,
     /// The identity of the request's session, when a purge needs it.
     pub identity_id: Option<String>,
-    /// Whether the request body is buffered (return_to checks, API logout token).
-    buffer_request: bool,
+    /// Whether the request body must be inspected (return_to checks, API logout token).
+    pub buffer_request: bool,
+    /// The body was read and checked in `request_filter`; pingora replays it upstream.
+    body_checked: bool,
     check_body_return_to: bool,
     json_body: bool,
     request_body: BytesMut,
@@ -121,15 +123,64 @@ pub fn upstream_request(edge: &EdgeRoute, ctx: &EdgeCtx, req: &mut RequestHeader
     Ok(())
 }
 
-/// `request_body_filter`: buffers what must be inspected; at the end checks `return_to` in form and
-/// JSON bodies and reads the API logout token.
+/// `request_filter`: reads the whole (small) request body before anything is sent to Kratos, checks
+/// it, and leaves it in pingora's retry buffer, from which pingora sends it upstream. Bodies over
+/// 64 KiB (pingora's retry buffer) are refused with 413.
+pub async fn read_and_check_request_body(
+    edge: &EdgeRoute,
+    ctx: &mut EdgeCtx,
+    session: &mut pingora::proxy::Session,
+) -> std::result::Result<(), GateError> {
+    session.enable_retry_buffering();
+    let mut whole = BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if whole.len() + chunk.len() > MAX_REQUEST_BODY {
+                    return Err(GateError::BodyTooLarge);
+                }
+                whole.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(_) => return Err(GateError::BadRequestBody),
+        }
+    }
+    check_body(edge, ctx, &whole)?;
+    ctx.body_checked = true;
+    Ok(())
+}
+
+fn check_body(
+    edge: &EdgeRoute,
+    ctx: &mut EdgeCtx,
+    whole: &[u8],
+) -> std::result::Result<(), GateError> {
+    if ctx.check_body_return_to {
+        let values = if ctx.json_body {
+            return_to_in_json(whole)
+        } else {
+            return_to_in_form(whole)
+        }
+        .map_err(|_| GateError::ReturnToNotAllowed)?;
+        for v in values {
+            edge.settings
+                .check_return_to(&v)
+                .map_err(|_| GateError::ReturnToNotAllowed)?;
+        }
+    }
+    ctx.kind.observe_request_body(whole);
+    Ok(())
+}
+
+/// `request_body_filter`: for a body not already checked in `request_filter`, buffers what must be
+/// inspected and checks it at the end (a fallback; the normal path reads the body up front).
 pub fn request_body(
     edge: &EdgeRoute,
     ctx: &mut EdgeCtx,
     body: &mut Option<Bytes>,
     end_of_stream: bool,
 ) -> std::result::Result<(), GateError> {
-    if !ctx.buffer_request {
+    if !ctx.buffer_request || ctx.body_checked {
         return Ok(());
     }
     if let Some(chunk) = body.take() {
@@ -142,20 +193,7 @@ pub fn request_body(
         return Ok(());
     }
     let whole = std::mem::take(&mut ctx.request_body).freeze();
-    if ctx.check_body_return_to {
-        let values = if ctx.json_body {
-            return_to_in_json(&whole)
-        } else {
-            return_to_in_form(&whole)
-        }
-        .map_err(|_| GateError::ReturnToNotAllowed)?;
-        for v in values {
-            edge.settings
-                .check_return_to(&v)
-                .map_err(|_| GateError::ReturnToNotAllowed)?;
-        }
-    }
-    ctx.kind.observe_request_body(&whole);
+    check_body(edge, ctx, &whole)?;
     *body = Some(whole);
     Ok(())
 }

@@ -202,7 +202,14 @@ impl ProxyHttp for Proxy {
         let rt = self.shared.runtime();
         session.set_read_timeout(Some(rt.config.server.limits.downstream_read_timeout));
         ctx.request_id = request_id(session.req_header());
-        let verdict = self.gate(session, ctx, &rt).await;
+        let mut verdict = self.gate(session, ctx, &rt).await;
+        if verdict.is_ok() {
+            if let (Some(er), Some(ectx)) = (edge_route(&rt, ctx.route), ctx.edge.as_mut()) {
+                if ectx.buffer_request {
+                    verdict = edge::read_and_check_request_body(er, ectx, session).await;
+                }
+            }
+        }
         ctx.runtime = Some(rt);
         match verdict {
             Ok(()) => Ok(false),
