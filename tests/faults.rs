@@ -39,22 +39,44 @@ async fn stale_if_error_serves_known_sessions_but_never_rejected_ones() {
     assert_eq!(api(&url, "revoked").await.0, 200);
     w.kratos.remove_session("revoked");
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(api(&url, "revoked").await.0, 401, "Kratos rejected it: the stale copy is dropped");
+    assert_eq!(
+        api(&url, "revoked").await.0,
+        401,
+        "Kratos rejected it: the stale copy is dropped"
+    );
 
     w.kratos.set_behavior(Behavior::ServerError);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(api(&url, "known").await.0, 200, "served from the stale window");
-    assert_eq!(api(&url, "revoked").await.0, 503, "never for a rejected credential");
+    assert_eq!(
+        api(&url, "known").await.0,
+        200,
+        "served from the stale window"
+    );
+    assert_eq!(
+        api(&url, "revoked").await.0,
+        503,
+        "never for a rejected credential"
+    );
     assert_eq!(api(&url, "never-seen").await.0, 503);
     w.kratos.stop().await;
     assert_eq!(api(&url, "known").await.0, 200, "also when Kratos is down");
     let seen = w.upstream.requests();
     let last = seen.last().expect("forwarded");
-    assert!(last.header("x-user-id").is_some(), "identity forwarded from the stale session");
-    assert_eq!(w.proxy.metric("sessiongate_stale_sessions_served_total{route=\"api\"}").await, 2.0);
+    assert!(
+        last.header("x-user-id").is_some(),
+        "identity forwarded from the stale session"
+    );
     assert_eq!(
         w.proxy
-            .metric("sessiongate_auth_decisions_total{outcome=\"authenticated_stale\",route=\"api\"}")
+            .metric("sessiongate_stale_sessions_served_total{route=\"api\"}")
+            .await,
+        2.0
+    );
+    assert_eq!(
+        w.proxy
+            .metric(
+                "sessiongate_auth_decisions_total{outcome=\"authenticated_stale\",route=\"api\"}"
+            )
             .await,
         2.0
     );
@@ -74,26 +96,48 @@ async fn a_dead_kratos_costs_one_timeout_per_breaker_interval() {
     for i in 0..20 {
         let (status, took) = api(&url, &format!("t{i}")).await;
         assert_eq!(status, 503);
-        assert!(took < Duration::from_millis(900), "answered within the timeout: {took:?}");
+        assert!(
+            took < Duration::from_millis(900),
+            "answered within the timeout: {took:?}"
+        );
         if took >= Duration::from_millis(250) {
             slow += 1;
         }
     }
-    assert!(started.elapsed() < Duration::from_millis(2500), "{:?}", started.elapsed());
-    assert_eq!(slow, 3, "only the calls before the breaker opened waited for the timeout");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        slow, 3,
+        "only the calls before the breaker opened waited for the timeout"
+    );
     assert_eq!(w.kratos.whoami_calls(), 3);
-    assert!(w.proxy.metric("sessiongate_whoami_calls_total{result=\"circuit_open\"}").await >= 17.0);
+    assert!(
+        w.proxy
+            .metric("sessiongate_whoami_calls_total{result=\"circuit_open\"}")
+            .await
+            >= 17.0
+    );
 
     // Kratos comes back: after the interval one probe goes through, and it succeeds.
     w.kratos.set_behavior(Behavior::Normal);
     w.login("back");
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(api(&url, "back").await.0, 200, "recovered on the first request after the interval");
+    assert_eq!(
+        api(&url, "back").await.0,
+        200,
+        "recovered on the first request after the interval"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_second_fault_run_grows_nothing_and_recovers_at_once() {
-    let secs: u64 = std::env::var("FAULT_RUN_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let secs: u64 = std::env::var("FAULT_RUN_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
     let kratos = KratosDouble::start().await;
     let up = EchoUpstream::start().await;
     let body = format!(
@@ -128,7 +172,10 @@ auth = "session"
     }
     // Warm up connections and allocator before the baseline.
     for i in 0..200 {
-        assert_eq!(api(&url, &format!("fault-{}-{}", i % 4, i % 50)).await.0, 200);
+        assert_eq!(
+            api(&url, &format!("fault-{}-{}", i % 4, i % 50)).await.0,
+            200
+        );
     }
     let (rss0, fds0) = (bin.rss_kib(), bin.fds());
 
@@ -138,7 +185,11 @@ auth = "session"
         ("close-mid-response", Behavior::CloseMidResponse, 503),
         ("garbage", Behavior::Garbage, 503),
         ("server-error", Behavior::ServerError, 503),
-        ("rate-limited", Behavior::RateLimited { retry_after: 3 }, 429),
+        (
+            "rate-limited",
+            Behavior::RateLimited { retry_after: 3 },
+            429,
+        ),
         ("down", Behavior::Normal, 503),
     ];
     let phase = Duration::from_secs(secs) / faults.len() as u32;
@@ -169,10 +220,11 @@ auth = "session"
                 sent.fetch_add(1, Ordering::Relaxed);
                 // 0 = no answer at all; a status other than the fault's (while switching phases a
                 // 503/429 of the neighbouring phase is fine).
-                if status != want && !(status == 503 || status == 429) {
-                    if wrong.fetch_add(1, Ordering::Relaxed) < 5 {
-                        eprintln!("unexpected {status} while expecting {want}");
-                    }
+                if status != want
+                    && !(status == 503 || status == 429)
+                    && wrong.fetch_add(1, Ordering::Relaxed) < 5
+                {
+                    eprintln!("unexpected {status} while expecting {want}");
                 }
                 if took > Duration::from_millis(1300) {
                     late.fetch_add(1, Ordering::Relaxed);
@@ -212,7 +264,10 @@ auth = "session"
     assert_eq!(wrong, 0, "every request got 503 or 429");
     assert_eq!(late, 0, "every answer came within the timeout");
     assert!(fds1 <= fds0 + 8, "file descriptors grew: {fds0} -> {fds1}");
-    assert!(rss1 <= rss0 + 20 * 1024, "memory grew: {rss0} -> {rss1} KiB");
+    assert!(
+        rss1 <= rss0 + 20 * 1024,
+        "memory grew: {rss0} -> {rss1} KiB"
+    );
 
     // Kratos back: recovery within one request (after the breaker interval).
     kratos.restart().await.expect("restart");
