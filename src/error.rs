@@ -24,6 +24,8 @@ pub enum GateError {
     BadCredentialHeaders(CredentialError),
     #[error("this route does not accept protocol upgrades")]
     UpgradeNotAllowed,
+    #[error("both Content-Length and Transfer-Encoding: ambiguous framing")]
+    AmbiguousFraming,
     #[error("request headers too large")]
     HeadersTooLarge,
     #[error("no route matches this request")]
@@ -58,6 +60,7 @@ impl GateError {
             GateError::BadPath(_)
             | GateError::BadCredentialHeaders(_)
             | GateError::UpgradeNotAllowed
+            | GateError::AmbiguousFraming
             | GateError::ReturnToNotAllowed
             | GateError::BadRequestBody => 400,
             GateError::HeadersTooLarge => 431,
@@ -86,6 +89,7 @@ impl GateError {
             GateError::BadCredentialHeaders(CredentialError::Malformed) => "invalid_credential",
             GateError::BadCredentialHeaders(_) => "bad_credential_headers",
             GateError::UpgradeNotAllowed => "upgrade_refused",
+            GateError::AmbiguousFraming => "ambiguous_framing",
             GateError::HeadersTooLarge => "headers_too_large",
             GateError::NoRoute => "no_route",
             GateError::Unauthenticated { .. } => "unauthenticated",
@@ -178,7 +182,8 @@ fn message(e: &GateError) -> &'static str {
     match e {
         GateError::BadPath(_)
         | GateError::BadCredentialHeaders(_)
-        | GateError::UpgradeNotAllowed => {
+        | GateError::UpgradeNotAllowed
+        | GateError::AmbiguousFraming => {
             "The request was malformed or contained invalid parameters"
         }
         GateError::HeadersTooLarge => "The request headers are too large",

@@ -583,3 +583,25 @@ async fn upstream_down_is_a_json_502() {
             >= 1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_bodies_pass_and_content_length_with_transfer_encoding_is_refused() {
+    let w = World::start().await;
+    let addr = w.proxy.addr;
+    let ok = tokio::task::block_in_place(|| {
+        raw(
+            addr,
+            b"POST /public/up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        )
+    });
+    assert_eq!(status_of(&ok), 200, "{ok}");
+    assert_eq!(w.upstream.requests()[0].body, b"hello");
+    let bad = tokio::task::block_in_place(|| {
+        raw(
+            addr,
+            b"POST /public/up HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        )
+    });
+    assert_eq!(status_of(&bad), 400, "{bad}");
+    assert_eq!(w.upstream.count(), 1);
+}

@@ -74,6 +74,9 @@ impl Proxy {
         {
             return Err(GateError::HeadersTooLarge);
         }
+        if had_content_length_and_transfer_encoding(session, req) && !self.shared.is_draining() {
+            return Err(GateError::AmbiguousFraming);
+        }
         let target = canonicalize(req.raw_path())?;
         let host = req
             .headers
@@ -481,6 +484,28 @@ impl ProxyHttp for Proxy {
 fn route_name(ctx: &RequestCtx) -> Option<String> {
     let rt = ctx.runtime.as_ref()?;
     Some(rt.config.routes.get(ctx.route?)?.name.clone())
+}
+
+/// Whether an HTTP/1.1 request came with both `Content-Length` and `Transfer-Encoding`.
+///
+/// pingora drops the `Content-Length` of such a request while parsing it (Transfer-Encoding wins, as
+/// RFC 9112 says) and turns keep-alive off, so that is the trace it leaves: an HTTP/1.1 request with
+/// `Transfer-Encoding`, without `Connection: close`, whose keep-alive is off.
+fn had_content_length_and_transfer_encoding(session: &Session, req: &RequestHeader) -> bool {
+    if req.version != http::Version::HTTP_11
+        || !req.headers.contains_key(http::header::TRANSFER_ENCODING)
+    {
+        return false;
+    }
+    let asks_close = req
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+        });
+    !asks_close && session.get_keepalive().is_none()
 }
 
 /// The edge of the matched route, if it is a `kratos_edge` route.
