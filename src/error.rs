@@ -26,6 +26,8 @@ pub enum GateError {
     UpgradeNotAllowed,
     #[error("both Content-Length and Transfer-Encoding: ambiguous framing")]
     AmbiguousFraming,
+    #[error("missing, repeated or invalid Host header")]
+    BadHost,
     #[error("request headers too large")]
     HeadersTooLarge,
     #[error("no route matches this request")]
@@ -61,6 +63,7 @@ impl GateError {
             | GateError::BadCredentialHeaders(_)
             | GateError::UpgradeNotAllowed
             | GateError::AmbiguousFraming
+            | GateError::BadHost
             | GateError::ReturnToNotAllowed
             | GateError::BadRequestBody => 400,
             GateError::HeadersTooLarge => 431,
@@ -90,6 +93,7 @@ impl GateError {
             GateError::BadCredentialHeaders(_) => "bad_credential_headers",
             GateError::UpgradeNotAllowed => "upgrade_refused",
             GateError::AmbiguousFraming => "ambiguous_framing",
+            GateError::BadHost => "bad_host",
             GateError::HeadersTooLarge => "headers_too_large",
             GateError::NoRoute => "no_route",
             GateError::Unauthenticated { .. } => "unauthenticated",
@@ -183,9 +187,8 @@ fn message(e: &GateError) -> &'static str {
         GateError::BadPath(_)
         | GateError::BadCredentialHeaders(_)
         | GateError::UpgradeNotAllowed
-        | GateError::AmbiguousFraming => {
-            "The request was malformed or contained invalid parameters"
-        }
+        | GateError::AmbiguousFraming
+        | GateError::BadHost => "The request was malformed or contained invalid parameters",
         GateError::HeadersTooLarge => "The request headers are too large",
         GateError::BodyTooLarge => "The request body is too large",
         GateError::BadRequestBody => "The request body could not be read",

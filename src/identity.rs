@@ -150,9 +150,17 @@ pub fn parse_header_name(name: &str) -> Result<HeaderName, String> {
     Ok(header)
 }
 
-/// Whether a client-sent header must be removed before the request goes upstream.
+/// Whether a client-sent header must be removed before the request goes upstream. Names are compared
+/// with `_` read as `-`: CGI, PHP and WSGI backends (Django, Flask) read `X_User_Id` as `X-User-Id`.
 pub fn is_stripped(name: &HeaderName, configured: &[HeaderName]) -> bool {
-    name.as_str().starts_with(RESERVED_PREFIX) || configured.contains(name)
+    let dashed = dashed(name.as_str());
+    let n = dashed.as_deref().unwrap_or(name.as_str());
+    n.starts_with(RESERVED_PREFIX) || configured.iter().any(|c| c.as_str() == n)
+}
+
+/// The name with `_` replaced by `-`, when it has any.
+pub fn dashed(name: &str) -> Option<String> {
+    name.contains('_').then(|| name.replace('_', "-"))
 }
 
 /// The rendered identity headers of one session for one route.
@@ -258,6 +266,15 @@ mod tests {
         ));
         assert!(!is_stripped(
             &HeaderName::from_static("x-user"),
+            &configured
+        ));
+        // CGI/WSGI backends read `_` as `-`.
+        assert!(is_stripped(
+            &HeaderName::from_static("x_user_id"),
+            &configured
+        ));
+        assert!(is_stripped(
+            &HeaderName::from_static("x_sessiongate_aal"),
             &configured
         ));
     }

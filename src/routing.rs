@@ -37,9 +37,12 @@ impl RouteTable {
         RouteTable { order, matchers }
     }
 
-    /// The index of the route for a canonical path, a host header value and a method.
+    /// The index of the route for a canonical path, a host header value and a method. A port and a
+    /// trailing dot of the host are ignored.
     pub fn find(&self, host: Option<&str>, path: &str, method: &Method) -> Option<usize> {
-        let host = host.map(strip_port);
+        let host = host
+            .map(strip_port)
+            .map(|h| h.strip_suffix('.').unwrap_or(h));
         self.order
             .iter()
             .copied()

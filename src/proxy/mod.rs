@@ -78,14 +78,10 @@ impl Proxy {
             return Err(GateError::AmbiguousFraming);
         }
         let target = canonicalize(req.raw_path())?;
-        let host = req
-            .headers
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri.host());
+        let host = request_host(req)?;
         let idx = rt
             .table
-            .find(host, &target.path, &req.method)
+            .find(host.as_deref(), &target.path, &req.method)
             .ok_or(GateError::NoRoute)?;
         let route: &Route = &cfg.routes[idx];
         ctx.route = Some(idx);
@@ -486,26 +482,47 @@ fn route_name(ctx: &RequestCtx) -> Option<String> {
     Some(rt.config.routes.get(ctx.route?)?.name.clone())
 }
 
-/// Whether an HTTP/1.1 request came with both `Content-Length` and `Transfer-Encoding`.
+/// Whether a request came with both `Content-Length` and `Transfer-Encoding`.
 ///
 /// pingora drops the `Content-Length` of such a request while parsing it (Transfer-Encoding wins, as
-/// RFC 9112 says) and turns keep-alive off, so that is the trace it leaves: an HTTP/1.1 request with
-/// `Transfer-Encoding`, without `Connection: close`, whose keep-alive is off.
+/// RFC 9112 says), so the parsed header cannot tell; the raw header block as received can.
 fn had_content_length_and_transfer_encoding(session: &Session, req: &RequestHeader) -> bool {
-    if req.version != http::Version::HTTP_11
-        || !req.headers.contains_key(http::header::TRANSFER_ENCODING)
-    {
+    if !req.headers.contains_key(http::header::TRANSFER_ENCODING) {
         return false;
     }
-    let asks_close = req
-        .headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .any(|v| {
-            v.to_str()
-                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
-        });
-    !asks_close && session.get_keepalive().is_none()
+    let Some(h1) = session.as_downstream().as_http1() else {
+        return false;
+    };
+    let raw = h1.get_headers_raw_bytes();
+    raw.split(|&b| b == b'\n')
+        .any(|line| line.len() > 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
+}
+
+/// The `Host` value when it is a valid authority (host and optional numeric port); a trailing dot of
+/// the host is dropped (`example.com.` names the same host, and backends treat it so).
+fn request_host(req: &RequestHeader) -> Result<Option<String>, GateError> {
+    let mut hosts = req.headers.get_all(HOST).iter();
+    let raw = match (hosts.next(), hosts.next()) {
+        (None, _) => return Ok(req.uri.host().map(str::to_ascii_lowercase)),
+        (Some(_), Some(_)) => return Err(GateError::BadHost),
+        (Some(v), None) => v.as_bytes(),
+    };
+    let authority = http::uri::Authority::try_from(raw).map_err(|_| GateError::BadHost)?;
+    if authority.as_str().contains('@') || authority.as_str().len() != raw.len() {
+        return Err(GateError::BadHost);
+    }
+    let host = authority.host();
+    let valid = !host.is_empty()
+        && (host.starts_with('[')
+            || host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_'));
+    if !valid {
+        return Err(GateError::BadHost);
+    }
+    Ok(Some(
+        host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase(),
+    ))
 }
 
 /// The edge of the matched route, if it is a `kratos_edge` route.
@@ -536,8 +553,11 @@ fn header_bytes(req: &RequestHeader) -> usize {
         + req.raw_path().len()
 }
 
+/// `X-Forwarded-*`, `Forwarded`, `X-Real-IP`, also spelled with `_` (CGI, PHP and WSGI read
+/// `X_Forwarded_For` as `X-Forwarded-For`).
 fn is_forwarding_header(name: &HeaderName) -> bool {
-    let n = name.as_str();
+    let dashed = identity::dashed(name.as_str());
+    let n = dashed.as_deref().unwrap_or(name.as_str());
     n.starts_with("x-forwarded-") || n == "forwarded" || n == "x-real-ip"
 }
 

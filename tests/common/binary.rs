@@ -107,7 +107,6 @@ pub fn with_listeners(body: &str, listen: &str, admin: &str) -> String {
     format!("[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\nthreads = 2\n{body}")
 }
 
-
 impl Binary {
     /// Resident set size of the child, in KiB (`VmRSS`).
     pub fn rss_kib(&self) -> u64 {
