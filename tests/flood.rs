@@ -171,7 +171,7 @@ auth = "session"
         kratos.max_in_flight()
     );
     assert!(
-        entries >= 0.0 && entries <= 5000.0,
+        (0.0..=5000.0).contains(&entries),
         "cache entries {entries} beyond max_entries"
     );
     let answered: usize = statuses
