@@ -6,6 +6,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+/// glibc's malloc showed up as ~15% of the proxy's CPU in profiles of the load benchmark; mimalloc
+/// cuts that (see benches/load/README.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "sessiongate",
