@@ -110,11 +110,7 @@ fn cache_and_identity(c: &mut Criterion) {
     ))
     .expect("config");
     let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let kept = cfg.routes[0]
-        .identity_headers
-        .iter()
-        .map(|h| h.template.clone())
-        .collect();
+    let kept = cfg.session_paths.clone();
     let client = WhoamiClient::new(&cfg.kratos, Arc::clone(&metrics))
         .expect("client")
         .keeping(kept);
@@ -137,12 +133,15 @@ fn cache_and_identity(c: &mut Criterion) {
 
     let route = &cfg.routes[0];
     assert_eq!(
-        identity::render_all(&route.identity_headers, &session.json).len(),
+        identity::render_all(&route.identity_headers, &session.values).len(),
         4
     );
     c.bench_function("identity_headers_render_4", |b| {
         b.iter(|| {
-            identity::render_all(black_box(&route.identity_headers), black_box(&session.json))
+            identity::render_all(
+                black_box(&route.identity_headers),
+                black_box(&session.values),
+            )
         })
     });
     drop(rt);

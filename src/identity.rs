@@ -38,6 +38,8 @@ const FORBIDDEN: &[&str] = &[
 pub struct IdentityHeader {
     pub name: HeaderName,
     pub template: Template,
+    /// Index of the template in `Config::session_paths`, i.e. of its value in `Session::values`.
+    pub slot: usize,
 }
 
 /// A path into the session JSON.
@@ -104,40 +106,6 @@ impl Template {
     }
 }
 
-impl Template {
-    /// Copies the value at this path from `src` into `out`, creating objects along the way (array
-    /// indexes become object keys, which [`Template::lookup`] reads the same way).
-    fn copy_into(&self, src: &Value, out: &mut Value) {
-        let Some(value) = self.lookup(src) else {
-            return;
-        };
-        let mut cur = out;
-        for seg in &self.segments {
-            let key = match seg {
-                Segment::Key(k) | Segment::Index(_, k) => k.clone(),
-            };
-            if !cur.is_object() {
-                *cur = Value::Object(serde_json::Map::new());
-            }
-            let Value::Object(map) = cur else {
-                return;
-            };
-            cur = map.entry(key).or_insert(Value::Null);
-        }
-        *cur = value.clone();
-    }
-}
-
-/// Keeps only what the templates read from a session JSON: a cached session then costs a few hundred
-/// bytes instead of the whole identity.
-pub fn prune(templates: &[Template], session: &Value) -> Value {
-    let mut out = Value::Object(serde_json::Map::new());
-    for t in templates {
-        t.copy_into(session, &mut out);
-    }
-    out
-}
-
 /// Validates a configured identity header name.
 pub fn parse_header_name(name: &str) -> Result<HeaderName, String> {
     let header = HeaderName::from_bytes(name.as_bytes())
@@ -163,11 +131,17 @@ pub fn dashed(name: &str) -> Option<String> {
     name.contains('_').then(|| name.replace('_', "-"))
 }
 
-/// The rendered identity headers of one session for one route.
-pub fn render_all(headers: &[IdentityHeader], session: &Value) -> Vec<(HeaderName, HeaderValue)> {
+/// The identity headers of one route, from a session's values rendered at validation time.
+pub fn render_all(
+    headers: &[IdentityHeader],
+    values: &[Option<HeaderValue>],
+) -> Vec<(HeaderName, HeaderValue)> {
     headers
         .iter()
-        .filter_map(|h| h.template.render(session).map(|v| (h.name.clone(), v)))
+        .filter_map(|h| {
+            let v = values.get(h.slot)?.as_ref()?;
+            Some((h.name.clone(), v.clone()))
+        })
         .collect()
 }
 
@@ -220,26 +194,6 @@ mod tests {
         assert_eq!(render("identity.traits.email.x"), None);
         assert_eq!(render("identity.traits.evil"), None);
         assert_eq!(render("identity.traits.tab"), None);
-    }
-
-    #[test]
-    fn pruning_keeps_exactly_what_templates_read() {
-        let paths = [
-            "identity.traits.email",
-            "identity.verifiable_addresses.0.value",
-            "identity.traits.name",
-            "identity.traits.missing",
-        ];
-        let templates: Vec<Template> = paths
-            .iter()
-            .map(|p| Template::parse(p).expect("t"))
-            .collect();
-        let pruned = prune(&templates, &session());
-        for t in &templates {
-            assert_eq!(t.render(&pruned), t.render(&session()), "{t:?}");
-        }
-        let text = pruned.to_string();
-        assert!(!text.contains("i-1") && !text.contains("age"), "{text}");
     }
 
     #[test]

@@ -38,12 +38,7 @@ impl Runtime {
         previous: Option<&Runtime>,
     ) -> Result<Runtime, BuildError> {
         let table = RouteTable::new(&config.routes);
-        let mut kept = Vec::new();
-        for h in config.routes.iter().flat_map(|r| r.identity_headers.iter()) {
-            if !kept.contains(&h.template) {
-                kept.push(h.template.clone());
-            }
-        }
+        let kept = config.session_paths.clone();
         let reusable = previous.filter(|p| {
             p.config.kratos.public_url == config.kratos.public_url
                 && p.config.kratos.timeout == config.kratos.timeout

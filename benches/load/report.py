@@ -321,8 +321,8 @@ def env_md(env, versions):
         f"Linux {env['kernel']}; {pin}\n"
         f"- load: `wrk -t{env['wrk_threads']} -c{env['connections']} -d{env['duration']} --latency` after a "
         f"{env['warmup']} warm-up with the same script; token cases rotate `X-Session-Token` over N tokens\n"
-        f"- versions: sessiongate {v.get('sessiongate')} (git {v.get('sessiongate_git')}), {v.get('nginx')}, "
-        f"envoy {v.get('envoy')}, traefik {v.get('traefik')}, caddy {v.get('caddy')}, {v.get('wrk')}\n")
+        f"- versions: sessiongate {v.get('sessiongate')} (git {v.get('sessiongate_git')}), nginx {v.get('nginx')}, "
+        f"envoy {v.get('envoy')}, traefik {v.get('traefik')}, caddy {v.get('caddy')}, wrk {v.get('wrk')}\n")
 
 
 def render(argv):

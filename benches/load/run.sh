@@ -19,6 +19,8 @@
 #   PIN=1               proxy on CPU PROXY_CPU (0), wrk + stand-ins on LOAD_CPUS (the others); 0 = no pinning
 #   BURST_TOKENS=1000 BURST_FANOUT=20 BURST_WAVE=250   cold burst (tokens x fanout requests, by waves)
 #   MEM_SIZES="100000 1000000"                          memory mode sizes
+#   PORT_BASE=21000     loopback ports PORT_BASE+0 (upstream), +1 (whoami), +10/+11 (sessiongate),
+#                       +20 (nginx), +30/+31 (envoy), +40 (traefik), +50 (caddy)
 #   SKIP_INSTALL=1      do not apt-get / pip install       SKIP_BUILD=1   use the binaries already built
 #   OUT=dir             results directory (default results/<UTC date>, -2, -3... if taken)
 #   KEEP_RUN=1          keep the scratch directory (rendered configs, logs, raw outputs)
@@ -41,20 +43,28 @@ NOISE_MAX=${NOISE_MAX:-0.2}
 PIN=${PIN:-1}
 NPROC=$(nproc)
 PROXY_CPU=${PROXY_CPU:-0}
-if ((NPROC > 1)); then LOAD_CPUS=${LOAD_CPUS:-1-$((NPROC - 1))}; else LOAD_CPUS=${LOAD_CPUS:-0}; fi
+if ((NPROC > 2)); then
+    LOAD_CPUS=${LOAD_CPUS:-1-$((NPROC - 1))}
+elif ((NPROC == 2)); then
+    LOAD_CPUS=${LOAD_CPUS:-1}
+else
+    LOAD_CPUS=${LOAD_CPUS:-0}
+fi
 BURST_TOKENS=${BURST_TOKENS:-1000}
 BURST_FANOUT=${BURST_FANOUT:-20}
 BURST_WAVE=${BURST_WAVE:-250}
 MEM_SIZES=${MEM_SIZES:-100000 1000000}
 
-# Loopback ports.
-UPSTREAM=127.0.0.1:13000
-WHOAMI=127.0.0.1:14433
-SG_PORT=18080 SG_ADMIN=19091
-NGINX_PORT=18081
-ENVOY_PORT=18082 ENVOY_ADMIN=19901
-TRAEFIK_PORT=18083
-CADDY_PORT=18084
+# Loopback ports, all from PORT_BASE (21000..21050 by default); run.sh refuses to start when one is taken.
+PORT_BASE=${PORT_BASE:-21000}
+UPSTREAM=127.0.0.1:$((PORT_BASE + 0))
+WHOAMI=127.0.0.1:$((PORT_BASE + 1))
+SG_PORT=$((PORT_BASE + 10)) SG_ADMIN=$((PORT_BASE + 11))
+NGINX_PORT=$((PORT_BASE + 20))
+ENVOY_PORT=$((PORT_BASE + 30)) ENVOY_ADMIN=$((PORT_BASE + 31))
+TRAEFIK_PORT=$((PORT_BASE + 40))
+CADDY_PORT=$((PORT_BASE + 50))
+ALL_PORTS="${UPSTREAM##*:} ${WHOAMI##*:} $SG_PORT $SG_ADMIN $NGINX_PORT $ENVOY_PORT $ENVOY_ADMIN $TRAEFIK_PORT $CADDY_PORT"
 
 STUB_BIN=$HERE/stub/target/release/sessiongate-loadstub
 SG_BIN=$ROOT/target/release/sessiongate
@@ -397,10 +407,11 @@ versions_json() {
     local sg_rev sg_dirty=""
     sg_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
     git -C "$ROOT" diff --quiet HEAD 2>/dev/null || sg_dirty="+dirty"
-    python3 - "$sg_rev$sg_dirty" "$("$SG_BIN" --version 2>&1 | head -1)" \
-        "$("$NGINX_BIN" -v 2>&1 | head -1)" "$("$ENVOY_BIN" --version 2>&1 | grep -o 'version: .*' | head -1)" \
+    python3 - "$sg_rev$sg_dirty" "$("$SG_BIN" --version 2>&1 | head -1 | awk '{print $NF}')" \
+        "$("$NGINX_BIN" -v 2>&1 | head -1 | sed 's|.*nginx/||')" \
+        "$("$ENVOY_BIN" --version 2>&1 | grep -o 'version: [^ ]*' | head -1 | cut -d/ -f2)" \
         "$("$TRAEFIK_BIN" version 2>&1 | awk '/^Version:/ {print $2}')" "$("$CADDY_BIN" version 2>&1 | awk '{print $1}')" \
-        "$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')" <<'EOF'
+        "$(wrk -v 2>&1 | head -1 | awk '{print $2}')" <<'EOF'
 import json, sys
 k = ["sessiongate_git", "sessiongate", "nginx", "envoy", "traefik", "caddy", "wrk"]
 print(json.dumps(dict(zip(k, sys.argv[1:]))))
@@ -425,8 +436,9 @@ EOF
 memory_mode() {
     local out=${OUT:-$HERE/results/$(date -u +%Y-%m-%d)}
     mkdir -p "$out"
-    local jl=$RUN/memory.jsonl n
+    local jl=$RUN/memory.jsonl n env
     : >"$jl"
+    env=$(env_json)
     start_stub
     for n in $MEM_SIZES; do
         wait_quiet
@@ -458,7 +470,7 @@ EOF
         stop_proxy sg
         drain
     done
-    python3 "$HERE/report.py" memory "$jl" "$out" "$(env_json)" "$(versions_json)"
+    python3 "$HERE/report.py" memory "$jl" "$out" "$env" "$(versions_json)"
 }
 
 # --------------------------------------------------------------------------------------------------
@@ -545,7 +557,7 @@ load_mode() {
     log "results go to $out"
     log "versions: $versions"
     start_stub
-    local line name proxy url tokens kind desc any=0
+    local name proxy url tokens kind desc any=0
     while IFS='|' read -r name proxy url tokens kind desc; do
         [[ -n $name ]] || continue
         selected "$name" || continue
@@ -561,5 +573,20 @@ load_mode() {
     python3 "$HERE/report.py" render "$RUN/cases.jsonl" "$out" "$env" "$versions"
 }
 
+# Nobody else may be listening on our ports (a stale run, or someone else's test on the same port):
+# their traffic would end up in our counters.
+check_ports() {
+    local p holder busy=0
+    for p in $ALL_PORTS; do
+        holder=$(ss -Htlnp "sport = :$p" 2>/dev/null | head -1)
+        if [[ -n $holder ]]; then
+            log "port $p is taken: $holder"
+            busy=1
+        fi
+    done
+    ((busy == 0)) || die "ports in use: stop those processes or choose another PORT_BASE"
+}
+
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+check_ports
 if [[ $MODE == memory ]]; then memory_mode; else load_mode; fi

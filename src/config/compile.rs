@@ -25,6 +25,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Every identity header name configured on any route (lowercase): stripped from every request.
     pub identity_header_names: Vec<HeaderName>,
+    /// Every session path an identity header reads (deduplicated); `IdentityHeader::slot` indexes it.
+    pub session_paths: Vec<Template>,
 }
 
 #[derive(Debug, Clone)]
@@ -254,8 +256,9 @@ pub(super) fn compile(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
         issues.push("log.level", format!("not a valid filter: {e}"));
     }
 
-    let mut routes = Vec::new();
+    let mut routes: Vec<Route> = Vec::new();
     let mut identity_header_names: Vec<HeaderName> = Vec::new();
+    let mut session_paths: Vec<Template> = Vec::new();
     if raw.routes.is_empty() {
         issues.push("routes", "at least one route is required");
     }
@@ -265,11 +268,18 @@ pub(super) fn compile(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
         kratos_url: kratos_url.as_ref(),
     };
     for (i, r) in raw.routes.iter().enumerate() {
-        if let Some(route) = compile_route(i, r, &ctx, &mut issues) {
-            for h in &route.identity_headers {
+        if let Some(mut route) = compile_route(i, r, &ctx, &mut issues) {
+            for h in &mut route.identity_headers {
                 if !identity_header_names.contains(&h.name) {
                     identity_header_names.push(h.name.clone());
                 }
+                h.slot = match session_paths.iter().position(|t| *t == h.template) {
+                    Some(slot) => slot,
+                    None => {
+                        session_paths.push(h.template.clone());
+                        session_paths.len() - 1
+                    }
+                };
             }
             routes.push(route);
         }
@@ -325,6 +335,7 @@ pub(super) fn compile(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
         log: raw.log,
         routes,
         identity_header_names,
+        session_paths,
     })
 }
 
@@ -494,6 +505,7 @@ fn compile_route(
                 Ok(template) => identity_headers.push(IdentityHeader {
                     name: header,
                     template,
+                    slot: 0,
                 }),
                 Err(e) => issues.push(hkey, e),
             },

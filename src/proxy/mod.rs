@@ -136,7 +136,7 @@ impl Proxy {
             self.shared.metrics.stale_served(&route.name);
         }
         if let Some(s) = &forward.session {
-            ctx.identity = identity::render_all(&route.identity_headers, &s.json);
+            ctx.identity = identity::render_all(&route.identity_headers, &s.values);
         }
         ctx.set_cookie = forward.set_cookie;
         Ok(())

@@ -11,23 +11,28 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use http::HeaderValue;
 use serde_json::Value;
 
 use crate::config::Aal;
+use crate::identity::Template;
 
-/// The parts of a Kratos session the proxy decides on, plus the whole JSON for identity headers.
+/// The parts of a Kratos session the proxy decides on, plus the identity header values rendered once,
+/// when Kratos validated it (one slot per session path of [`crate::config::Config::session_paths`]).
+/// A cached session costs a few hundred bytes this way; the whole JSON would cost kilobytes.
 #[derive(Debug, Clone)]
 pub struct Session {
     pub id: String,
     pub identity_id: String,
     pub aal: Aal,
     pub expires_at: Option<SystemTime>,
-    pub json: Value,
+    pub values: Box<[Option<HeaderValue>]>,
 }
 
 impl Session {
-    /// Projects a whoami 200 body. `None` when the body is not an active, unexpired session.
-    pub fn from_json(json: Value, now: SystemTime) -> Option<Session> {
+    /// Projects a whoami 200 body, rendering the values of `paths`. `None` when the body is not an
+    /// active, unexpired session.
+    pub fn from_json(json: &Value, now: SystemTime, paths: &[Template]) -> Option<Session> {
         let id = json.get("id")?.as_str()?.to_string();
         if json.get("active").and_then(Value::as_bool) != Some(true) {
             return None;
@@ -50,7 +55,7 @@ impl Session {
             identity_id,
             aal,
             expires_at,
-            json,
+            values: paths.iter().map(|t| t.render(json)).collect(),
         })
     }
 }
@@ -125,18 +130,18 @@ mod tests {
             .expect("format");
         let past = "2001-01-01T00:00:00.123456Z";
         let ok = json!({"id": "s", "active": true, "expires_at": future, "authenticator_assurance_level": "aal2", "identity": {"id": "i"}});
-        let s = Session::from_json(ok.clone(), now).expect("valid");
+        let s = Session::from_json(&ok, now, &[]).expect("valid");
         assert_eq!(s.aal, Aal(2));
         assert_eq!(s.identity_id, "i");
         let mut inactive = ok.clone();
         inactive["active"] = json!(false);
-        assert!(Session::from_json(inactive, now).is_none());
+        assert!(Session::from_json(&inactive, now, &[]).is_none());
         let mut expired = ok.clone();
         expired["expires_at"] = json!(past);
-        assert!(Session::from_json(expired, now).is_none());
+        assert!(Session::from_json(&expired, now, &[]).is_none());
         let mut garbage_date = ok.clone();
         garbage_date["expires_at"] = json!("tomorrow");
-        assert!(Session::from_json(garbage_date, now).is_none());
-        assert!(Session::from_json(json!({"foo": 1}), now).is_none());
+        assert!(Session::from_json(&garbage_date, now, &[]).is_none());
+        assert!(Session::from_json(&json!({"foo": 1}), now, &[]).is_none());
     }
 }

@@ -16,7 +16,7 @@ use super::breaker::{Breaker, Permit};
 use super::{Resolution, Session, UnavailableReason};
 use crate::config::KratosConfig;
 use crate::credential::{CredentialKind, OwnedCredential};
-use crate::identity::{prune, Template};
+use crate::identity::Template;
 use crate::metrics::Metrics;
 
 /// Largest whoami body read; a session is a few KiB.
@@ -40,7 +40,8 @@ pub struct WhoamiClient {
     slots: Arc<Semaphore>,
     breaker: Arc<Breaker>,
     metrics: Arc<Metrics>,
-    /// The session paths identity headers read; the rest of a session is not kept.
+    /// The session paths identity headers read (`Config::session_paths`); their values are rendered
+    /// once per validation, the rest of the session is not kept.
     kept: Arc<[Template]>,
 }
 
@@ -187,13 +188,10 @@ impl WhoamiClient {
                     // Not a session at all: a broken Kratos (or something else on that port).
                     return unavailable(UnavailableReason::BadResponse);
                 }
-                match Session::from_json(json, SystemTime::now()) {
-                    Some(mut s) => WhoamiAnswer {
+                match Session::from_json(&json, SystemTime::now(), &self.kept) {
+                    Some(s) => WhoamiAnswer {
                         resolution: Resolution::Valid {
-                            session: Arc::new({
-                                s.json = prune(&self.kept, &s.json);
-                                s
-                            }),
+                            session: Arc::new(s),
                             set_cookie,
                             stale: false,
                         },
