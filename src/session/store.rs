@@ -83,7 +83,11 @@ struct Deadline;
 
 impl<V: HasDeadline> Expiry<CacheKey, V> for Deadline {
     fn expire_after_create(&self, _k: &CacheKey, v: &V, created_at: Instant) -> Option<Duration> {
-        Some(v.deadline().saturating_duration_since(created_at))
+        // moka adds this to its own `created_at`, which comes from a coarse clock that can lag the
+        // real time under load; measuring from the later of the two means the entry can expire a
+        // little early but never outlives its deadline.
+        let from = created_at.max(Instant::now());
+        Some(v.deadline().saturating_duration_since(from))
     }
     // Reads and updates keep the deadline fixed at creation (the trait's defaults return the
     // current remaining duration), so a hit never extends an entry.
