@@ -25,6 +25,11 @@ const CAPPED: &[&str] = &[
 /// The filter for a `log.level` value, with the capped targets pinned at `info` at most.
 pub fn filter(level: &str) -> Result<EnvFilter, String> {
     let mut f = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+    let lowered = level.to_ascii_lowercase();
+    if !(lowered.contains("debug") || lowered.contains("trace")) {
+        // Nothing asks for debug output: adding the caps would raise those targets to `info`.
+        return Ok(f);
+    }
     for target in CAPPED {
         let directive = format!("{target}=info")
             .parse()
@@ -48,4 +53,21 @@ pub fn init(cfg: &RawLog) -> Result<(), String> {
         LogFormat::Text => builder.try_init(),
     }
     .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::filter;
+
+    #[test]
+    fn caps_only_when_debug_is_asked_for() {
+        let quiet = filter("warn").expect("filter").to_string();
+        assert!(!quiet.contains("pingora"), "{quiet}");
+        let verbose = filter("debug").expect("filter").to_string();
+        assert!(verbose.contains("pingora_proxy=info"), "{verbose}");
+        let targeted = filter("warn,pingora_core=trace")
+            .expect("filter")
+            .to_string();
+        assert!(targeted.contains("pingora_core=info"), "{targeted}");
+    }
 }

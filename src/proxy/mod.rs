@@ -396,6 +396,16 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
+    /// A client that goes away mid-request is not an error of the proxy: pingora would log one at
+    /// ERROR level for every disconnect.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        error.esource() == &ErrorSource::Downstream
+            && matches!(
+                error.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            )
+    }
+
     /// Upstream failures become JSON 502/504 answers; other failures keep pingora's status.
     async fn fail_to_proxy(
         &self,
