@@ -407,7 +407,9 @@ versions_json() {
     local sg_rev sg_dirty=""
     sg_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
     git -C "$ROOT" diff --quiet HEAD 2>/dev/null || sg_dirty="+dirty"
-    python3 - "$sg_rev$sg_dirty" "$("$SG_BIN" --version 2>&1 | head -1 | awk '{print $NF}')" \
+    # The binary may be older than the tree (SKIP_BUILD=1, or another build since): say when it was built.
+    python3 - "$sg_rev$sg_dirty (binary built $(date -u -r "$SG_BIN" +%Y-%m-%dT%H:%M:%SZ))" \
+        "$("$SG_BIN" --version 2>&1 | head -1 | awk '{print $NF}')" \
         "$("$NGINX_BIN" -v 2>&1 | head -1 | sed 's|.*nginx/||')" \
         "$("$ENVOY_BIN" --version 2>&1 | grep -o 'version: [^ ]*' | head -1 | cut -d/ -f2)" \
         "$("$TRAEFIK_BIN" version 2>&1 | awk '/^Version:/ {print $2}')" "$("$CADDY_BIN" version 2>&1 | awk '{print $1}')" \
