@@ -1,5 +1,6 @@
 //! Criterion benchmarks of the per-request hot paths: route matching over a 50-route table, path
-//! canonicalisation, credential extraction, a cache hit, identity header templating.
+//! canonicalisation, credential extraction, a cache hit, identity header rendering, and rewriting a
+//! typical Kratos login flow JSON body on the edge.
 //!
 //! `cargo bench --bench hotpath`. Compare numbers from one run only (the machine is shared).
 
@@ -148,5 +149,31 @@ fn cache_and_identity(c: &mut Criterion) {
     let _ = Duration::ZERO;
 }
 
-criterion_group!(benches, routing, credentials, cache_and_identity);
+fn edge_rewrite(c: &mut Criterion) {
+    let settings = sessiongate::edge::EdgeSettings::new(
+        "http://127.0.0.1:4433/",
+        "https://app.example.com",
+        "/.ory",
+        Some("example.com"),
+        &[],
+    )
+    .expect("edge settings");
+    let rewriter = sessiongate::edge::Rewriter::new(&settings);
+    let body = include_bytes!("../src/edge/fixtures/login_flow.json");
+    let out = rewriter
+        .rewrite_body(body)
+        .expect("the fixture has Kratos URLs");
+    assert!(!String::from_utf8_lossy(&out).contains("127.0.0.1:4433"));
+    c.bench_function("edge_rewrite_login_flow_json", |b| {
+        b.iter(|| rewriter.rewrite_body(black_box(body)))
+    });
+}
+
+criterion_group!(
+    benches,
+    routing,
+    credentials,
+    cache_and_identity,
+    edge_rewrite
+);
 criterion_main!(benches);
