@@ -44,6 +44,8 @@ pub struct Forward {
     pub set_cookie: Vec<Bytes>,
     /// The `outcome` label.
     pub outcome: &'static str,
+    /// The session came from the `stale_if_error` window because Kratos failed.
+    pub stale: bool,
 }
 
 impl Forward {
@@ -52,6 +54,7 @@ impl Forward {
             session: None,
             set_cookie: Vec::new(),
             outcome,
+            stale: false,
         }
     }
 }
@@ -91,6 +94,7 @@ pub fn decide(
                 } else {
                     "authenticated"
                 },
+                stale,
             }),
         },
         Some(Resolution::Aal2Required { .. }) if optional => {

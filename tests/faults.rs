@@ -12,15 +12,7 @@ use common::binary::Binary;
 use common::*;
 
 async fn api(url: &str, token: &str) -> (u16, Duration) {
-    let started = Instant::now();
-    let status = client()
-        .get(url)
-        .header("X-Session-Token", token)
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0);
-    (status, started.elapsed())
+    timed_token_get(&client(), url, token).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

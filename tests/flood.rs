@@ -21,19 +21,12 @@ fn p99(mut v: Vec<Duration>) -> Duration {
 async fn measure_good(url: &str, n: usize, out: &Mutex<Vec<Duration>>, bad: &AtomicUsize) {
     let c = client();
     for _ in 0..n {
-        let started = Instant::now();
-        let ok = c
-            .get(url)
-            .header("X-Session-Token", "good")
-            .send()
-            .await
-            .map(|r| r.status() == 200)
-            .unwrap_or(false);
-        if !ok {
+        let (status, took) = timed_token_get(&c, url, "good").await;
+        if status != 200 {
             bad.fetch_add(1, Ordering::Relaxed);
         }
         if let Ok(mut v) = out.lock() {
-            v.push(started.elapsed());
+            v.push(took);
         }
     }
 }

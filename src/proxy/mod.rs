@@ -132,7 +132,7 @@ impl Proxy {
         ctx.target = Some(target);
         let forward = decision?;
         ctx.outcome = forward.outcome;
-        if forward.outcome == "authenticated_stale" {
+        if forward.stale {
             self.shared.metrics.stale_served(&route.name);
         }
         if let Some(s) = &forward.session {

@@ -152,6 +152,19 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
+/// `GET url` with `X-Session-Token: token`: the status (0 when no answer came) and how long it took.
+pub async fn timed_token_get(c: &reqwest::Client, url: &str, token: &str) -> (u16, Duration) {
+    let started = Instant::now();
+    let status = c
+        .get(url)
+        .header("X-Session-Token", token)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0);
+    (status, started.elapsed())
+}
+
 /// Sends raw bytes and reads the whole answer (until close or `timeout`).
 pub fn raw(addr: SocketAddr, request: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).expect("connect");
