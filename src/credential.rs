@@ -3,7 +3,11 @@
 //! `Authorization: Bearer <token>` (scheme case-insensitive, exactly two parts).
 //!
 //! Exactly the credential chosen here is sent to whoami, and the cache is keyed on it, so what was
-//! validated is what was cached.
+//! validated is what was cached. One refinement, measured against real Kratos v1.3.1
+//! (`session/manager_http.go`, `extractToken`): when the session cookie cannot be decoded Kratos
+//! falls back to `Authorization: Bearer`. sessiongate cannot decode Kratos's cookies, so a cookie
+//! that arrives next to a Bearer token is sent to whoami *with* that token ([`Credential::bearer`]),
+//! Kratos applies its own rule, and such answers are never cached (see `session::store`).
 
 use http::header::{AUTHORIZATION, COOKIE};
 use http::HeaderMap;
@@ -40,6 +44,9 @@ impl CredentialKind {
 pub struct Credential<'a> {
     pub kind: CredentialKind,
     pub value: &'a str,
+    /// With a [`CredentialKind::Cookie`]: the request's well-formed `Authorization: Bearer` token,
+    /// which Kratos uses when it cannot decode the cookie. Part of the cache key.
+    pub bearer: Option<&'a str>,
 }
 
 impl std::fmt::Debug for Credential<'_> {
@@ -67,12 +74,32 @@ impl std::fmt::Debug for CacheKey {
     }
 }
 
-impl Credential<'_> {
+impl<'a> Credential<'a> {
+    /// A credential of one carrier alone.
+    pub fn new(kind: CredentialKind, value: &'a str) -> Credential<'a> {
+        Credential {
+            kind,
+            value,
+            bearer: None,
+        }
+    }
+
     pub fn cache_key(&self) -> CacheKey {
         let mut h = Sha256::new();
         h.update([self.kind.tag()]);
         h.update(self.value.as_bytes());
+        if let Some(b) = self.bearer {
+            // A separator no credential byte can be (control characters are refused).
+            h.update([0u8, CredentialKind::Bearer.tag()]);
+            h.update(b.as_bytes());
+        }
         CacheKey(h.finalize().into())
+    }
+
+    /// Whether Kratos's answer for this credential may be cached: not for a cookie sent with a
+    /// Bearer fallback, because which of the two Kratos used is not visible in its answer.
+    pub fn cacheable(&self) -> bool {
+        self.bearer.is_none()
     }
 
     /// An owned copy for the whoami call.
@@ -80,6 +107,7 @@ impl Credential<'_> {
         OwnedCredential {
             kind: self.kind,
             value: self.value.to_string(),
+            bearer: self.bearer.map(str::to_string),
         }
     }
 }
@@ -89,6 +117,8 @@ impl Credential<'_> {
 pub struct OwnedCredential {
     pub kind: CredentialKind,
     pub value: String,
+    /// See [`Credential::bearer`].
+    pub bearer: Option<String>,
 }
 
 impl std::fmt::Debug for OwnedCredential {
@@ -140,10 +170,17 @@ pub fn extract<'a>(
         };
         if let Some(v) = find_cookie(line, cookie_name) {
             if !v.is_empty() {
-                return well_formed(CredentialKind::Cookie, v).map(Some);
+                let mut cookie = well_formed(CredentialKind::Cookie, v)?;
+                cookie.bearer = bearer(headers)?.map(|b| b.value);
+                return Ok(Some(cookie));
             }
         }
     }
+    bearer(headers)
+}
+
+/// The `Authorization: Bearer <token>` credential, if the request has a well-formed one.
+fn bearer(headers: &HeaderMap) -> Result<Option<Credential<'_>>, CredentialError> {
     let mut auths = headers.get_all(AUTHORIZATION).iter();
     if let Some(first) = auths.next() {
         if auths.next().is_some() {
@@ -169,7 +206,7 @@ fn well_formed(kind: CredentialKind, value: &str) -> Result<Credential<'_>, Cred
     {
         return Err(CredentialError::Malformed);
     }
-    Ok(Credential { kind, value })
+    Ok(Credential::new(kind, value))
 }
 
 /// The value of the first cookie called `name` in one `Cookie` header line.
@@ -221,6 +258,38 @@ mod tests {
             got(&[("X-Session-Token", ""), all[1]]),
             Ok(Some((CredentialKind::Cookie, "cook".into())))
         );
+    }
+
+    #[test]
+    fn a_cookie_carries_the_bearer_kratos_falls_back_to() {
+        let h = headers(&[
+            ("Cookie", "ory_kratos_session=cook"),
+            ("Authorization", "Bearer bear"),
+        ]);
+        let c = extract(&h, "ory_kratos_session").unwrap().unwrap();
+        assert_eq!(
+            (c.kind, c.value, c.bearer),
+            (CredentialKind::Cookie, "cook", Some("bear"))
+        );
+        assert!(!c.cacheable());
+        assert_ne!(
+            c.cache_key(),
+            Credential::new(CredentialKind::Cookie, "cook").cache_key()
+        );
+        assert_eq!(c.to_owned().bearer.as_deref(), Some("bear"));
+        // a token wins outright; a malformed or non-Bearer Authorization is no fallback
+        let t = headers(&[("X-Session-Token", "tok"), ("Authorization", "Bearer bear")]);
+        assert_eq!(
+            extract(&t, "ory_kratos_session").unwrap().unwrap().bearer,
+            None
+        );
+        let basic = headers(&[
+            ("Cookie", "ory_kratos_session=cook"),
+            ("Authorization", "Basic x"),
+        ]);
+        let c = extract(&basic, "ory_kratos_session").unwrap().unwrap();
+        assert_eq!(c.bearer, None);
+        assert!(c.cacheable());
     }
 
     #[test]
@@ -276,18 +345,9 @@ mod tests {
 
     #[test]
     fn cache_key_depends_on_kind_and_whole_value_and_hides_it() {
-        let a = Credential {
-            kind: CredentialKind::Token,
-            value: "secret-token-1",
-        };
-        let b = Credential {
-            kind: CredentialKind::Bearer,
-            value: "secret-token-1",
-        };
-        let c = Credential {
-            kind: CredentialKind::Token,
-            value: "secret-token-2",
-        };
+        let a = Credential::new(CredentialKind::Token, "secret-token-1");
+        let b = Credential::new(CredentialKind::Bearer, "secret-token-1");
+        let c = Credential::new(CredentialKind::Token, "secret-token-2");
         assert_ne!(a.cache_key(), b.cache_key());
         assert_ne!(a.cache_key(), c.cache_key());
         assert_eq!(a.cache_key(), a.cache_key());

@@ -508,8 +508,8 @@ proptest! {
         (k1, v1) in (kind(), "[ -~]{0,16}"),
         (k2, v2) in (kind(), "[ -~]{0,16}"),
     ) {
-        let a = Credential { kind: k1, value: &v1 };
-        let b = Credential { kind: k2, value: &v2 };
+        let a = Credential::new(k1, &v1);
+        let b = Credential::new(k2, &v2);
         prop_assert_eq!(a.cache_key() == b.cache_key(), (k1, &v1) == (k2, &v2));
         // The key never embeds the value.
         if v1.len() >= 4 {

@@ -99,7 +99,8 @@ pub fn on_edge_request(
         check_body_return_to,
         json_body: json,
         kind,
-        credential: credential.map(Credential::cache_key),
+        // The single carrier's key: a cookie sent with a Bearer fallback is never cached itself.
+        credential: credential.map(|c| Credential::new(c.kind, c.value).cache_key()),
         ..EdgeCtx::default()
     })
 }
@@ -347,7 +348,7 @@ fn apply_purges(actions: &[PurgeAction], ctx: &EdgeCtx, store: &SessionStore) {
             }
             PurgeAction::SessionToken(token) => {
                 for kind in [CredentialKind::Token, CredentialKind::Bearer] {
-                    store.purge_now(Credential { kind, value: token }.cache_key());
+                    store.purge_now(Credential::new(kind, token).cache_key());
                 }
             }
             PurgeAction::SessionId(id) => store.purge_session_id(id),

@@ -5,7 +5,8 @@
 //! - A valid session is kept until min(`cache.max_ttl`, its `expires_at`, `Ory-Session-Cache-For`);
 //!   the deadline is fixed at insertion and a hit never moves it.
 //! - A rejected credential (401) is kept for `cache.negative_ttl` (0 disables).
-//! - 5xx, timeouts, 429s, step-up answers and answers carrying `Set-Cookie` are never kept.
+//! - 5xx, timeouts, 429s, step-up answers and answers carrying `Set-Cookie` are never kept, nor
+//!   any answer for a cookie sent with its Bearer fallback ([`Credential::cacheable`]).
 //! - With `cache.stale_if_error`, a session validated within that window is also kept in a second,
 //!   equally bounded cache, and served (marked stale) when Kratos fails; a 401 or a purge removes it.
 //! - Concurrent misses for one key make exactly one whoami call: the first starts it in a task of its
@@ -151,9 +152,10 @@ impl SessionStore {
                     inflight.insert(key, rx.clone());
                     let store = Arc::clone(self);
                     let owned = cred.to_owned();
+                    let cacheable = cred.cacheable();
                     tokio::spawn(async move {
                         let answer = store.client.whoami(&owned).await;
-                        store.finish(key, answer, tx).await;
+                        store.finish(key, cacheable, answer, tx).await;
                     });
                     (rx, LookupKind::Miss)
                 }
@@ -236,13 +238,16 @@ impl SessionStore {
     async fn finish(
         &self,
         key: CacheKey,
+        cacheable: bool,
         mut answer: WhoamiAnswer,
         tx: watch::Sender<Option<Resolution>>,
     ) {
-        if let Some(entry) = self.cacheable(&answer) {
-            self.cache.insert(key, entry).await;
+        if cacheable {
+            if let Some(entry) = self.cacheable(&answer) {
+                self.cache.insert(key, entry).await;
+            }
+            self.update_stale(key, &mut answer).await;
         }
-        self.update_stale(key, &mut answer).await;
         if let Ok(mut inflight) = self.inflight.lock() {
             inflight.remove(&key);
         }

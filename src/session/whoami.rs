@@ -144,6 +144,14 @@ impl WhoamiClient {
         };
         value.set_sensitive(true);
         headers.insert(name, value);
+        if let Some(bearer) = &cred.bearer {
+            // Kratos's fallback for a cookie it cannot decode (see `credential`).
+            let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {bearer}")) else {
+                return answer(Resolution::Invalid);
+            };
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
 
         let resp = match self
             .http

@@ -50,7 +50,13 @@ impl TestProxy {
     /// chosen here; `{PROXY}` is replaced by `http://<listen address>`) plus extra
     /// `(env name, value)` overrides.
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> TestProxy {
-        let listen = format!("127.0.0.1:{}", free_port());
+        Self::start_at(config, free_port(), env)
+    }
+
+    /// [`TestProxy::start_with_env`] with the public listener on `port` (for peers that must know
+    /// the proxy's origin before it starts, like a real Kratos whose `base_url` it is).
+    pub fn start_at(config: &str, port: u16, env: &[(&str, &str)]) -> TestProxy {
+        let listen = format!("127.0.0.1:{port}");
         let admin = format!("127.0.0.1:{}", free_port());
         let mut vars = vec![
             ("SESSIONGATE__SERVER__LISTEN".to_string(), listen.clone()),

@@ -1,0 +1,3 @@
+module example.invalid/sessiongate/tools/acceptor
+
+go 1.22
