@@ -60,6 +60,10 @@ pub struct StackOpts {
     pub cache: Option<String>,
     /// More `[[routes]]` appended to sessiongate's config (`{PROXY}` is the public origin).
     pub extra_routes: String,
+    /// Misconfigure Kratos's OIDC `base_redirect_uri` to its own internal public URL (what happens
+    /// when it is left to an internal `serve.public.base_url`): the `redirect_uri` Kratos sends
+    /// Hydra is then off the custom domain.
+    pub internal_base_redirect_uri: bool,
 }
 
 /// A running Kratos + Hydra + acceptor + echo upstream + sessiongate.
@@ -169,6 +173,12 @@ impl OryStack {
             .env("HYDRA_PUBLIC_PORT", ports[2].to_string())
             .env("HYDRA_ADMIN_PORT", ports[3].to_string())
             .env("ACCEPTOR_PORT", ports[4].to_string());
+        if opts.internal_base_redirect_uri {
+            cmd.env(
+                "SELFSERVICE_METHODS_OIDC_CONFIG_BASE_REDIRECT_URI",
+                format!("http://127.0.0.1:{}/", ports[0]),
+            );
+        }
         for (k, v) in &opts.ory_env {
             cmd.env(k, v);
         }
