@@ -12,5 +12,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod native;
+mod oauth2;
 mod stack;
 mod whoami;

@@ -78,6 +78,7 @@ pub struct OryStack {
     pub hydra_admin: String,
     pub upstream: EchoUpstream,
     pub proxy: TestProxy,
+    acceptor_port: u16,
     run_dir: PathBuf,
 }
 
@@ -205,6 +206,7 @@ impl OryStack {
             hydra_admin: format!("http://127.0.0.1:{}", ports[3]),
             upstream,
             proxy,
+            acceptor_port: ports[4],
             run_dir,
         }
     }
@@ -226,6 +228,11 @@ impl OryStack {
             client: client(),
             ..Configuration::default()
         }
+    }
+
+    /// The port of Hydra's login/consent app (the acceptor).
+    pub fn acceptor_port(&self) -> u16 {
+        self.acceptor_port
     }
 
     /// `public + path`.
@@ -411,4 +418,46 @@ impl OryStack {
         assert_eq!(status, 200, "browser login: {body}");
         (b, cookie.expect("ory_kratos_session set on login"))
     }
+}
+
+/// One redirect chain followed by hand, like a browser: every URL requested, and the first
+/// `Location` that is not `http(s)://` (a custom scheme such as `myapp://callback?code=...`).
+pub struct Chain {
+    pub visited: Vec<String>,
+    pub app_redirect: String,
+}
+
+/// Follows redirects from `start` with `browser` (which keeps cookies) until one points to a
+/// non-HTTP scheme; panics on a non-redirect answer or after 20 hops.
+pub async fn follow_to_app(browser: &reqwest::Client, start: &str) -> Chain {
+    let mut url = start.to_owned();
+    let mut visited = Vec::new();
+    for _ in 0..20 {
+        visited.push(url.clone());
+        let r = browser.get(&url).send().await.expect("hop");
+        let status = r.status();
+        let next = r
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let Some(next) = next.filter(|_| status.is_redirection()) else {
+            let body = r.text().await.unwrap_or_default();
+            panic!("{url} answered {status} without a redirect: {body}\nvisited: {visited:#?}");
+        };
+        let http = next.starts_with("http://") || next.starts_with("https://");
+        if !http && next.contains("://") {
+            // the app's own scheme: handed to the app byte for byte
+            return Chain {
+                visited,
+                app_redirect: next,
+            };
+        }
+        // relative Locations resolve against the current URL
+        url = url::Url::parse(&url)
+            .and_then(|base| base.join(&next))
+            .map(|u| u.to_string())
+            .unwrap_or(next);
+    }
+    panic!("more than 20 redirects: {visited:#?}");
 }
