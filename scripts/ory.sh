@@ -4,8 +4,8 @@
 #   scripts/ory.sh build   build Ory Kratos and Ory Hydra (versions pinned in tools/*/go.mod) from the Go
 #                          module proxy with the ordinary `go` client, plus the login/consent acceptor
 #                          (tools/acceptor), into target/ory/bin; up-to-date binaries are skipped.
-#                          Also tries Ory Oathkeeper (tools/oathkeeper, for the load benchmark); a
-#                          failure there is reported and does not fail the build.
+#   scripts/ory.sh build-oathkeeper
+#                          the same for Ory Oathkeeper (tools/oathkeeper; only the load benchmark uses it).
 #   scripts/ory.sh start   render tests/ory/*.yml into the run directory, start Hydra, the acceptor and
 #                          Kratos on 127.0.0.1 (in-memory databases, --dev, telemetry off), register
 #                          the OAuth2 clients in Hydra, wait until all are ready, print their URLs.
@@ -84,14 +84,19 @@ cmd_build() {
   build_one kratos kratos github.com/ory/kratos "-X github.com/ory/kratos/driver/config.Version=$kv"
   build_one hydra hydra github.com/ory/hydra/v2 "-X github.com/ory/hydra/v2/driver/config.Version=$hv"
   build_one acceptor ory-acceptor . ""
-  if [ -f "$ROOT/tools/oathkeeper/go.mod" ]; then
-    local ov
-    ov="$(go_tool_version oathkeeper github.com/ory/oathkeeper)"
-    build_one oathkeeper oathkeeper github.com/ory/oathkeeper "-X github.com/ory/oathkeeper/x.Version=$ov" \
-      || say "Oathkeeper $ov did not build (only the load benchmark uses it); see the output above"
-  fi
   "$BIN/kratos" version | sed 's/^/  kratos: /' >&2
   "$BIN/hydra" version | sed 's/^/  hydra: /' >&2
+}
+
+# Ory Oathkeeper, for the load benchmark only (not needed by the tests).
+cmd_build_oathkeeper() {
+  check_go
+  mkdir -p "$BIN"
+  export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
+  local ov
+  ov="$(go_tool_version oathkeeper github.com/ory/oathkeeper)"
+  build_one oathkeeper oathkeeper github.com/ory/oathkeeper "-X github.com/ory/oathkeeper/x.Version=$ov"
+  "$BIN/oathkeeper" version | sed 's/^/  oathkeeper: /' >&2
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -212,8 +217,9 @@ cmd_stop() {
 
 case "${1:-}" in
   build) cmd_build ;;
+  build-oathkeeper) cmd_build_oathkeeper ;;
   start) cmd_start ;;
   stop) cmd_stop ;;
   env) cat "$RUN/env" ;;
-  *) die "usage: scripts/ory.sh build|start|stop|env" ;;
+  *) die "usage: scripts/ory.sh build|build-oathkeeper|start|stop|env" ;;
 esac

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, lints, unit and integration tests of every crate (attack
-# suite, fault run, token flood included), the benchmarks' compilation and a bounded fuzz run of
-# every target. This is what CI (.ci/run) runs.
+# suite, fault run, token flood and the real Ory stack included), the benchmarks' compilation and a
+# bounded fuzz run of every target. This is what CI (.ci/run) runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/prereqs.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The real Ory stack (tests/real_ory): Kratos and Hydra built from the Go module proxy (minutes the
+# first time, seconds after), and headless Chromium for the browser test. A failure here fails the
+# run with its reason: the real-stack tests never skip.
+bash scripts/ory.sh build
+bash scripts/chromium.sh
 cargo test --workspace --no-fail-fast
 cargo bench --workspace --no-run
 # Bounded fuzzing of every cargo-fuzz target (FUZZ_SECONDS each; longer runs: scripts/fuzz.sh 600).

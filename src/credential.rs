@@ -171,7 +171,9 @@ pub fn extract<'a>(
         if let Some(v) = find_cookie(line, cookie_name) {
             if !v.is_empty() {
                 let mut cookie = well_formed(CredentialKind::Cookie, v)?;
-                cookie.bearer = bearer(headers)?.map(|b| b.value);
+                // Only a usable Bearer is a fallback; anything else leaves the cookie alone, as
+                // it did before the fallback existed.
+                cookie.bearer = bearer(headers).ok().flatten().map(|b| b.value);
                 return Ok(Some(cookie));
             }
         }
@@ -290,6 +292,14 @@ mod tests {
         let c = extract(&basic, "ory_kratos_session").unwrap().unwrap();
         assert_eq!(c.bearer, None);
         assert!(c.cacheable());
+        // two Authorization headers next to a cookie: the cookie alone, as Kratos reads it
+        let two = headers(&[
+            ("Cookie", "ory_kratos_session=cook"),
+            ("Authorization", "Bearer a"),
+            ("Authorization", "Bearer b"),
+        ]);
+        let c = extract(&two, "ory_kratos_session").unwrap().unwrap();
+        assert_eq!((c.value, c.bearer), ("cook", None));
     }
 
     #[test]
