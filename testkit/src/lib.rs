@@ -10,6 +10,8 @@
 //!   absolute URLs on the double's own origin where real Kratos does.
 //! * [`oidc::OidcProvider`]: an OpenID Connect provider (authorize, token, userinfo) that
 //!   records the `redirect_uri` it was given and insists on it in the token request.
+//! * [`loginui::LoginUi`]: a minimal self-service UI for a *real* Kratos (renders flow UI nodes as
+//!   HTML forms; shows the identity headers forwarded to the protected page), for the real-stack demo.
 //! * [`echo::EchoUpstream`]: an upstream that records every request (raw path, raw query,
 //!   repeated headers, body) and echoes it back as JSON.
 //!
@@ -18,6 +20,7 @@
 
 pub mod echo;
 pub mod kratos;
+pub mod loginui;
 pub mod oidc;
 pub mod selfservice;
 mod server;
@@ -26,4 +29,5 @@ pub use echo::{EchoUpstream, EchoedRequest};
 pub use kratos::{
     session_json, session_json_at, Behavior, KratosDouble, RecordedRequest, SessionSpec,
 };
+pub use loginui::LoginUi;
 pub use oidc::{OidcProvider, OidcUser};
