@@ -17,6 +17,7 @@
 //! | [`policy`] | route policy + session -> forward or answer |
 //! | [`edge`] | the Kratos edge: Kratos's public API on the app's domain, URL/cookie/body rewriting |
 //! | [`identity`] | identity header templates, stripping of client-sent copies |
+//! | [`forwarding`] | forwarding and re-routing headers only trusted proxies may send |
 //! | [`error`] | every answer sessiongate gives itself, and its HTTP form |
 //! | [`proxy`] | the pingora `ProxyHttp` hooks, delegating to the above |
 //! | [`admin`] | health and metrics listener |
@@ -32,6 +33,7 @@ pub mod config;
 pub mod credential;
 pub mod edge;
 pub mod error;
+pub mod forwarding;
 pub mod identity;
 pub mod logging;
 pub mod metrics;

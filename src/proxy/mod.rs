@@ -21,6 +21,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::config::{AuthMode, Route};
 use crate::credential::{self, CredentialError};
 use crate::error::GateError;
+use crate::forwarding;
 use crate::identity;
 use crate::path::{canonicalize, CanonicalTarget};
 use crate::policy::{self, RequestFacts};
@@ -284,7 +285,7 @@ impl ProxyHttp for Proxy {
             .keys()
             .filter(|n| {
                 identity::is_stripped(n, &cfg.identity_header_names)
-                    || (!trusted && is_forwarding_header(n))
+                    || (!trusted && forwarding::untrusted_only(n))
             })
             .cloned()
             .collect();
@@ -565,12 +566,6 @@ fn header_bytes(req: &RequestHeader) -> usize {
 
 /// `X-Forwarded-*`, `Forwarded`, `X-Real-IP`, also spelled with `_` (CGI, PHP and WSGI read
 /// `X_Forwarded_For` as `X-Forwarded-For`).
-fn is_forwarding_header(name: &HeaderName) -> bool {
-    let dashed = identity::dashed(name.as_str());
-    let n = dashed.as_deref().unwrap_or(name.as_str());
-    n.starts_with("x-forwarded-") || n == "forwarded" || n == "x-real-ip"
-}
-
 fn set_forwarding_headers(
     req: &mut RequestHeader,
     client: Option<IpAddr>,
