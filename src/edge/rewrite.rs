@@ -54,6 +54,8 @@
 //!   Kratos base, a path starting with `/self-service`, `/sessions`, `/schemas` or
 //!   `/.well-known/ory`; with a base path `/base`, `/base` and anything below it. Any other
 //!   `Path` (e.g. an application path chosen in `session.cookie.path`) is kept.
+//! * `SameSite=None` becomes `SameSite=Lax` on a plain-HTTP public origin (browsers drop `None`
+//!   without `Secure`);
 //! * everything else (`SameSite`, `HttpOnly`, `Max-Age`, `Expires`, `Partitioned`, the value) is
 //!   kept as it is.
 
@@ -370,6 +372,15 @@ impl Rewriter {
                 continue;
             }
             if name.eq_ignore_ascii_case("secure") && !self.public_is_https {
+                continue;
+            }
+            if name.eq_ignore_ascii_case("samesite")
+                && value.is_some_and(|v| v.eq_ignore_ascii_case("none"))
+                && !self.public_is_https
+            {
+                // Browsers drop `SameSite=None` without `Secure` (RFC 6265bis, the SameSite attribute),
+                // and a plain-HTTP origin cannot have `Secure`: `Lax` keeps the cookie.
+                attrs.push(format!("{name}=Lax"));
                 continue;
             }
             if name.eq_ignore_ascii_case("path") {
@@ -914,6 +925,17 @@ mod tests {
                 "ory_kratos_session=v; Path=/; Domain=127.0.0.1; HttpOnly; Secure; SameSite=Lax"
             ),
             "ory_kratos_session=v; Path=/; HttpOnly; SameSite=Lax"
+        );
+        // SameSite=None cannot live without Secure: Lax on a plain-HTTP origin
+        assert_eq!(
+            r.rewrite_set_cookie(
+                "ory_kratos_continuity=c; Path=/; HttpOnly; Secure; SameSite=None"
+            ),
+            "ory_kratos_continuity=c; Path=/; HttpOnly; SameSite=Lax"
+        );
+        assert_eq!(
+            r.rewrite_set_cookie("csrf_token_x=c; Path=/; samesite=none"),
+            "csrf_token_x=c; Path=/; samesite=Lax"
         );
         // deletion cookie keeps its expiry
         assert_eq!(
