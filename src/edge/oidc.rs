@@ -47,8 +47,9 @@ impl OidcMismatch {
     }
 }
 
-/// Inspects a redirect target. `Some` when it is a URL on another origin than Kratos's and the
-/// public one, carrying a `redirect_uri` query parameter that is a Kratos OIDC callback
+/// Inspects a redirect target. `Some` when it is a URL on another origin than Kratos's (the public
+/// one included: a provider may be served on the custom domain too, like Ory Hydra here), carrying
+/// a `redirect_uri` query parameter that is a Kratos OIDC callback
 /// (`.../self-service/methods/oidc/callback/<provider>`) not under the public base.
 /// `None` for everything else (including a correct `redirect_uri`).
 pub fn provider_redirect_mismatch(location: &str, settings: &EdgeSettings) -> Option<OidcMismatch> {
@@ -58,12 +59,6 @@ pub fn provider_redirect_mismatch(location: &str, settings: &EdgeSettings) -> Op
     }
     let origin = url.origin();
     if origin == settings.kratos_origin.origin() {
-        return None;
-    }
-    if Url::parse(settings.public_origin())
-        .map(|p| p.origin() == origin)
-        .unwrap_or(false)
-    {
         return None;
     }
     let redirect_uri = url
@@ -160,13 +155,22 @@ mod tests {
             "https://idp.example/auth?redirect_uri=https%3A%2F%2Fother.example%2Fcallback",
             "https://idp.example/auth?redirect_uri=http%3A%2F%2F127.0.0.1%3A4433%2Fself-service%2Fmethods%2Foidc%2Fcallback%2F",
             "http://127.0.0.1:4433/self-service/login?redirect_uri=http%3A%2F%2F127.0.0.1%3A4433%2Fself-service%2Fmethods%2Foidc%2Fcallback%2Fx",
-            "https://app.example.com/x?redirect_uri=http%3A%2F%2F127.0.0.1%3A4433%2Fself-service%2Fmethods%2Foidc%2Fcallback%2Fx",
             "myapp://callback?redirect_uri=http%3A%2F%2F127.0.0.1%3A4433%2Fself-service%2Fmethods%2Foidc%2Fcallback%2Fx",
             "/relative?redirect_uri=x",
             "not a url",
         ] {
             assert_eq!(provider_redirect_mismatch(loc, &s), None, "{loc}");
         }
+    }
+
+    #[test]
+    fn a_provider_on_the_public_origin_is_checked_too() {
+        // e.g. Ory Hydra / Ory OAuth2 served on the same custom domain as the edge
+        let loc = "https://app.example.com/oauth2/auth?client_id=k&redirect_uri=http%3A%2F%2F127.0.0.1%3A4433%2Fself-service%2Fmethods%2Foidc%2Fcallback%2Fhydra&state=s";
+        let m = provider_redirect_mismatch(loc, &settings()).unwrap();
+        assert_eq!(m.provider, "hydra");
+        let ok = "https://app.example.com/oauth2/auth?redirect_uri=https%3A%2F%2Fapp.example.com%2F.ory%2Fself-service%2Fmethods%2Foidc%2Fcallback%2Fhydra";
+        assert_eq!(provider_redirect_mismatch(ok, &settings()), None);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod browser;
 mod native;
 mod oauth2;
 mod stack;

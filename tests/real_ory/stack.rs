@@ -74,8 +74,6 @@ pub struct OryStack {
     pub kratos_base: String,
     pub kratos_public: String,
     pub kratos_admin: String,
-    pub hydra_public: String,
-    pub hydra_admin: String,
     pub upstream: EchoUpstream,
     pub proxy: TestProxy,
     acceptor_port: u16,
@@ -202,8 +200,6 @@ impl OryStack {
             public,
             kratos_public,
             kratos_admin: format!("http://127.0.0.1:{}", ports[1]),
-            hydra_public,
-            hydra_admin: format!("http://127.0.0.1:{}", ports[3]),
             upstream,
             proxy,
             acceptor_port: ports[4],
@@ -216,15 +212,6 @@ impl OryStack {
     pub fn sdk(&self) -> Configuration {
         Configuration {
             base_path: self.kratos_base.clone(),
-            client: client(),
-            ..Configuration::default()
-        }
-    }
-
-    /// The Kratos SDK pointed at Kratos itself (what sessiongate compares against).
-    pub fn sdk_direct(&self) -> Configuration {
-        Configuration {
-            base_path: self.kratos_public.clone(),
             client: client(),
             ..Configuration::default()
         }
@@ -308,11 +295,6 @@ impl OryStack {
         assert_eq!(status, 200, "{kind} api flow: {body}");
         serde_json::from_str(&body).expect("flow json")
     }
-}
-
-/// A flow's id.
-pub fn flow_id(flow: &Value) -> String {
-    flow["id"].as_str().expect("flow id").to_owned()
 }
 
 impl Drop for OryStack {
