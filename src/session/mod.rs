@@ -29,28 +29,55 @@ pub struct Session {
     pub values: Box<[Option<HeaderValue>]>,
 }
 
+/// Why a whoami 200 body gives no usable session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotUsable {
+    /// A session Kratos marks `active: false`: Kratos's own "no valid session" (a rejection).
+    Inactive,
+    /// Not a Kratos session at all (no `id`, no `identity.id`, wrong types, a date that does not
+    /// parse): something else answered, so Kratos is treated as unavailable, never as a rejection.
+    Malformed,
+}
+
 impl Session {
-    /// Projects a whoami 200 body, rendering the values of `paths`. `None` when the body is not an
-    /// active, unexpired session.
-    pub fn from_json(json: &Value, now: SystemTime, paths: &[Template]) -> Option<Session> {
-        let id = json.get("id")?.as_str()?.to_string();
-        if json.get("active").and_then(Value::as_bool) != Some(true) {
-            return None;
-        }
-        let identity_id = json.get("identity")?.get("id")?.as_str()?.to_string();
-        let aal = json
-            .get("authenticator_assurance_level")
+    /// Projects a whoami 200 body, rendering the values of `paths`.
+    ///
+    /// An `expires_at` already past by this machine's clock is *not* a rejection (Kratos said the
+    /// session is active; the clocks disagree): the session is used, and the cache keeps it for no
+    /// time at all (see `store`).
+    pub fn from_json(json: &Value, paths: &[Template]) -> Result<Session, NotUsable> {
+        let id = json
+            .get("id")
             .and_then(Value::as_str)
-            .and_then(Aal::parse)
-            .unwrap_or(Aal(1));
-        let expires_at = match json.get("expires_at").and_then(Value::as_str) {
-            Some(s) => Some(parse_rfc3339(s)?),
-            None => None,
-        };
-        if expires_at.is_some_and(|e| e <= now) {
-            return None;
+            .ok_or(NotUsable::Malformed)?
+            .to_string();
+        match json.get("active").and_then(Value::as_bool) {
+            Some(true) => {}
+            Some(false) => return Err(NotUsable::Inactive),
+            None => return Err(NotUsable::Malformed),
         }
-        Some(Session {
+        let identity_id = json
+            .get("identity")
+            .and_then(|i| i.get("id"))
+            .and_then(Value::as_str)
+            .ok_or(NotUsable::Malformed)?
+            .to_string();
+        let aal = match json.get("authenticator_assurance_level") {
+            None | Some(Value::Null) => Aal(1),
+            Some(v) => v
+                .as_str()
+                .and_then(Aal::parse)
+                .ok_or(NotUsable::Malformed)?,
+        };
+        let expires_at = match json.get("expires_at") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_str()
+                    .and_then(parse_rfc3339)
+                    .ok_or(NotUsable::Malformed)?,
+            ),
+        };
+        Ok(Session {
             id,
             identity_id,
             aal,
@@ -123,25 +150,49 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn projection_requires_active_unexpired_sessions() {
+    fn projection_tells_rejections_from_things_that_are_not_sessions() {
         let now = SystemTime::now();
         let future = time::OffsetDateTime::from(now + Duration::from_secs(3600))
             .format(&time::format_description::well_known::Rfc3339)
             .expect("format");
         let past = "2001-01-01T00:00:00.123456Z";
         let ok = json!({"id": "s", "active": true, "expires_at": future, "authenticator_assurance_level": "aal2", "identity": {"id": "i"}});
-        let s = Session::from_json(&ok, now, &[]).expect("valid");
+        let s = Session::from_json(&ok, &[]).expect("valid");
         assert_eq!(s.aal, Aal(2));
         assert_eq!(s.identity_id, "i");
         let mut inactive = ok.clone();
         inactive["active"] = json!(false);
-        assert!(Session::from_json(&inactive, now, &[]).is_none());
+        assert_eq!(
+            Session::from_json(&inactive, &[]).err(),
+            Some(NotUsable::Inactive)
+        );
+        // clock skew: Kratos says active, our clock says expired: used (and never cached)
         let mut expired = ok.clone();
         expired["expires_at"] = json!(past);
-        assert!(Session::from_json(&expired, now, &[]).is_none());
-        let mut garbage_date = ok.clone();
-        garbage_date["expires_at"] = json!("tomorrow");
-        assert!(Session::from_json(&garbage_date, now, &[]).is_none());
-        assert!(Session::from_json(&json!({"foo": 1}), now, &[]).is_none());
+        assert!(Session::from_json(&expired, &[]).expect("used").expires_at < Some(now));
+        let malformed = |f: &dyn Fn(&mut Value)| {
+            let mut v = ok.clone();
+            f(&mut v);
+            Session::from_json(&v, &[]).err()
+        };
+        let m = Some(NotUsable::Malformed);
+        assert_eq!(malformed(&|v| v["expires_at"] = json!("tomorrow")), m);
+        assert_eq!(malformed(&|v| v["expires_at"] = json!(17)), m);
+        assert_eq!(malformed(&|v| v["active"] = json!("yes")), m);
+        assert_eq!(
+            malformed(&|v| v.as_object_mut().unwrap().retain(|k, _| k != "active")),
+            m
+        );
+        assert_eq!(
+            malformed(&|v| v.as_object_mut().unwrap().retain(|k, _| k != "identity")),
+            m
+        );
+        assert_eq!(malformed(&|v| v["identity"] = json!({"id": 7})), m);
+        assert_eq!(malformed(&|v| v["id"] = json!(null)), m);
+        assert_eq!(
+            malformed(&|v| v["authenticator_assurance_level"] = json!("aal9")),
+            m
+        );
+        assert_eq!(Session::from_json(&json!({"foo": 1}), &[]).err(), m);
     }
 }

@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use super::breaker::{Breaker, Permit};
-use super::{Resolution, Session, UnavailableReason};
+use super::{NotUsable, Resolution, Session, UnavailableReason};
 use crate::config::KratosConfig;
 use crate::credential::{CredentialKind, OwnedCredential};
 use crate::identity::Template;
@@ -192,12 +192,8 @@ impl WhoamiClient {
                 let Ok(json) = serde_json::from_slice::<Value>(&body) else {
                     return unavailable(UnavailableReason::BadResponse);
                 };
-                if json.get("id").and_then(Value::as_str).is_none() {
-                    // Not a session at all: a broken Kratos (or something else on that port).
-                    return unavailable(UnavailableReason::BadResponse);
-                }
-                match Session::from_json(&json, SystemTime::now(), &self.kept) {
-                    Some(s) => WhoamiAnswer {
+                match Session::from_json(&json, &self.kept) {
+                    Ok(s) => WhoamiAnswer {
                         resolution: Resolution::Valid {
                             session: Arc::new(s),
                             set_cookie,
@@ -205,9 +201,13 @@ impl WhoamiClient {
                         },
                         cache_for,
                     },
-                    None => answer(Resolution::Invalid),
+                    Err(NotUsable::Inactive) => answer(Resolution::Invalid),
+                    // Not a session at all: a broken Kratos, or something else on that port.
+                    Err(NotUsable::Malformed) => unavailable(UnavailableReason::BadResponse),
                 }
             }
+            // Kratos's own "no valid session" (session/handler.go, whoami): the only rejection
+            // besides an inactive session.
             401 => answer(Resolution::Invalid),
             403 => {
                 let body = read_body(resp).await.unwrap_or_default();
@@ -223,7 +223,8 @@ impl WhoamiClient {
                         redirect_browser_to: redirect,
                     })
                 } else {
-                    answer(Resolution::Invalid)
+                    // Kratos's whoami has no other 403: a WAF or gateway page in front of it.
+                    unavailable(UnavailableReason::BadResponse)
                 }
             }
             429 => answer(Resolution::RateLimited { retry_after }),
