@@ -82,6 +82,9 @@ impl Canned {
     }
 }
 
+/// Puts one canned answer in place.
+type SetAnswer = Box<dyn Fn(&Canned)>;
+
 fn config(kratos: &str, upstream: &str, cache: &str) -> String {
     format!(
         r#"
@@ -123,7 +126,7 @@ async fn answers_that_are_not_sessions_are_503_and_never_remembered_as_rejection
         "max_ttl = \"60s\"\nnegative_ttl = \"60s\"",
     ));
     let valid = session_json("s-1", &SessionSpec::default());
-    let cases: Vec<(&str, Box<dyn Fn(&Canned)>)> = vec![
+    let cases: Vec<(&str, SetAnswer)> = vec![
         (
             "403 from a WAF",
             Box::new(|k: &Canned| {

@@ -9,17 +9,19 @@
 //!   the session cookie (name from [`KratosDouble::set_cookie_name`], default
 //!   `ory_kratos_session`); else `Authorization: Bearer <token>` (scheme case-insensitive,
 //!   exactly two space-separated parts). Tokens and cookie values share one table.
-//! * 200: the session JSON, `Cache-Control: private, no-cache, no-store, must-revalidate` (what
-//!   Kratos's no-cache middleware sets on every `GET`), `X-Kratos-Authenticated-Identity-Id`,
-//!   optionally `Ory-Session-Cache-For` and `Set-Cookie`.
+//! * 200: the session JSON (`application/json; charset=utf-8`), `Cache-Control: private, no-cache,
+//!   no-store, must-revalidate` and `Vary: Cookie` (on every answer, whatever the method, as
+//!   Kratos v1.3.1 does), `X-Kratos-Authenticated-Identity-Id`, optionally `Ory-Session-Cache-For`
+//!   and `Set-Cookie`.
 //! * 401 with Kratos's exact body; 403 `session_aal2_required` with `redirect_browser_to` at the
-//!   top level and in `error.details`; 429 with `Retry-After`; 500.
+//!   top level and in `error.details`; 429 with `Retry-After`; 500. Kratos's own errors are
+//!   herodot's: `Content-Type: application/json` without a charset.
 //! * the whoami route matches any method (as Kratos registers it) and one trailing slash.
 //!
 //! Like Kratos, the double does not care which method is used; it records it so tests can check
 //! that the proxy only ever sends `GET`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,26 +29,32 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, SET_COOKIE};
-use http::{HeaderMap, Method, StatusCode};
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, SET_COOKIE, VARY};
+use http::{HeaderMap, StatusCode};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::{json, Value};
-use time::OffsetDateTime;
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::server::{self, lock, Body, ConnCtx, CutAt, Running};
 
+mod session;
+
+pub use session::{rfc3339, session_json, session_json_at, SessionSpec};
+
 /// Kratos's default session cookie name (self-hosted).
 pub const DEFAULT_COOKIE_NAME: &str = "ory_kratos_session";
-/// `Cache-Control` that Kratos sets on every `GET` answer.
+/// `Cache-Control` that Kratos sets on every answer of its public API (not on `/health/*`).
 pub const KRATOS_CACHE_CONTROL: &str = "private, no-cache, no-store, must-revalidate";
 /// The exact body Kratos sends with a whoami 401.
 pub const UNAUTHORIZED_BODY: &str = r#"{"error":{"code":401,"status":"Unauthorized","reason":"No valid session credentials found in the request.","message":"The request could not be authorized"}}"#;
 /// The base URL [`session_json`] uses for `identity.schema_url` (Kratos's default public port).
 pub const DEFAULT_BASE_URL: &str = "http://127.0.0.1:4433";
 
+/// `Content-Type` of Kratos's documents (sessions, flows).
 pub(crate) const JSON: &str = "application/json; charset=utf-8";
+/// `Content-Type` of Kratos's (herodot's) error bodies.
+pub(crate) const ERROR_JSON: &str = "application/json";
 const AAL2_REASON: &str = "An active session was found but it does not fulfill the requested Authenticator Assurance Level. Please verify yourself with a second factor to resolve this issue.";
 const AAL2_MESSAGE: &str = "Session does not fulfill the requested Authenticator Assurance Level";
 
@@ -78,39 +86,6 @@ pub enum Behavior {
     CloseMidHeaders,
 }
 
-/// What a registered session looks like.
-#[derive(Debug, Clone)]
-pub struct SessionSpec {
-    /// Identity UUID (string form).
-    pub identity_id: String,
-    pub email: String,
-    /// `"aal1"` or `"aal2"` (any value Kratos knows is passed through).
-    pub aal: String,
-    /// `expires_at = now + expires_in`.
-    pub expires_in: Duration,
-    /// If set, 200 answers carry `Ory-Session-Cache-For: n`.
-    pub cache_for: Option<u64>,
-    /// If set, 200 answers carry `Set-Cookie: <value>`.
-    pub set_cookie: Option<String>,
-    /// The session's `active` field. The double serves what it was given (real Kratos answers
-    /// 401 for an inactive session), so a proxy's own check of `active` can be exercised.
-    pub active: bool,
-}
-
-impl Default for SessionSpec {
-    fn default() -> Self {
-        SessionSpec {
-            identity_id: uuid::Uuid::new_v4().to_string(),
-            email: "user@example.com".to_owned(),
-            aal: "aal1".to_owned(),
-            expires_in: Duration::from_secs(3600),
-            cache_for: None,
-            set_cookie: None,
-            active: true,
-        }
-    }
-}
-
 /// One whoami request as the double received it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedRequest {
@@ -130,102 +105,6 @@ impl RecordedRequest {
     }
 }
 
-/// Formats like Go's `time.Time` JSON encoding of a Postgres timestamp: RFC 3339, UTC `Z`,
-/// microsecond precision with trailing zeros trimmed.
-pub fn rfc3339(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    let mut s = format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
-    let micros = t.microsecond();
-    if micros != 0 {
-        let frac = format!("{micros:06}");
-        s.push('.');
-        s.push_str(frac.trim_end_matches('0'));
-    }
-    s.push('Z');
-    s
-}
-
-/// The session body Kratos would serve, with `identity.schema_url` on [`DEFAULT_BASE_URL`].
-pub fn session_json(session_id: &str, spec: &SessionSpec) -> Value {
-    session_json_at(DEFAULT_BASE_URL, session_id, spec)
-}
-
-/// The session body Kratos would serve from the public base URL `base_url`.
-pub fn session_json_at(base_url: &str, session_id: &str, spec: &SessionSpec) -> Value {
-    let now = OffsetDateTime::now_utc();
-    let authenticated_at = now - time::Duration::seconds(5);
-    let identity_created = now - time::Duration::days(30);
-    let expires_at = now + spec.expires_in;
-    let at = rfc3339(authenticated_at);
-    let created = rfc3339(identity_created);
-
-    let mut methods = vec![json!({
-        "method": "password",
-        "aal": "aal1",
-        "completed_at": rfc3339(authenticated_at - time::Duration::seconds(20)),
-    })];
-    if spec.aal == "aal2" || spec.aal == "aal3" {
-        methods.push(json!({ "method": "totp", "aal": "aal2", "completed_at": at }));
-    }
-
-    let local = spec.email.split('@').next().unwrap_or("user");
-    let mut first: Vec<char> = local.chars().collect();
-    if let Some(c) = first.first_mut() {
-        *c = c.to_ascii_uppercase();
-    }
-    let first: String = first.into_iter().collect();
-
-    json!({
-        "id": session_id,
-        "active": spec.active,
-        "expires_at": rfc3339(expires_at),
-        "authenticated_at": at,
-        "authenticator_assurance_level": spec.aal,
-        "authentication_methods": methods,
-        "issued_at": rfc3339(authenticated_at - time::Duration::seconds(20)),
-        "identity": {
-            "id": spec.identity_id,
-            "schema_id": "default",
-            "schema_url": format!("{}/schemas/ZGVmYXVsdA", base_url.trim_end_matches('/')),
-            "state": "active",
-            "traits": {
-                "email": spec.email,
-                "name": { "first": first, "last": "Example" },
-            },
-            "verifiable_addresses": [{
-                "id": uuid::Uuid::new_v4().to_string(),
-                "value": spec.email,
-                "verified": true,
-                "via": "email",
-                "status": "completed",
-                "verified_at": created,
-                "created_at": created,
-                "updated_at": created,
-            }],
-            "recovery_addresses": [{
-                "id": uuid::Uuid::new_v4().to_string(),
-                "value": spec.email,
-                "via": "email",
-                "created_at": created,
-                "updated_at": created,
-            }],
-            "metadata_public": null,
-            "created_at": created,
-            "updated_at": created,
-            "organization_id": null,
-        },
-        "devices": [],
-    })
-}
-
 #[derive(Debug, Clone)]
 pub(crate) struct Stored {
     pub(crate) body: Bytes,
@@ -241,6 +120,9 @@ pub(crate) struct State {
     pub(crate) url: String,
     /// credential (token or cookie value) -> session; shared with [`crate::selfservice`].
     pub(crate) sessions: Mutex<HashMap<String, Stored>>,
+    /// Credentials of revoked sessions (Kratos keeps them, inactive: an API logout of one is
+    /// still `204`).
+    pub(crate) revoked: Mutex<HashSet<String>>,
     calls: AtomicUsize,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
@@ -287,6 +169,7 @@ impl KratosDouble {
             addr,
             url: format!("http://{addr}"),
             sessions: Mutex::new(HashMap::new()),
+            revoked: Mutex::new(HashSet::new()),
             calls: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
@@ -339,7 +222,9 @@ impl KratosDouble {
 
     /// Revokes `credential`: later whoami calls with it get 401.
     pub fn remove_session(&self, credential: &str) {
-        lock(&self.state.sessions).remove(credential);
+        if lock(&self.state.sessions).remove(credential).is_some() {
+            lock(&self.state.revoked).insert(credential.to_owned());
+        }
     }
 
     /// Number of whoami requests received (any outcome, including ones still delayed or hanging).
@@ -423,6 +308,7 @@ pub(crate) fn response(
     resp
 }
 
+/// A herodot-style `{"error": {code, status, message}}` body.
 pub(crate) fn json_error(code: u16, status: &str, message: &str) -> Bytes {
     Bytes::from(
         serde_json::to_vec(
@@ -449,7 +335,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>, ctx: ConnCtx) -> Resp
         }
         _ => response(
             StatusCode::NOT_FOUND,
-            Some(JSON),
+            Some(ERROR_JSON),
             json_error(
                 404,
                 "Not Found",
@@ -558,7 +444,7 @@ async fn whoami(state: Arc<State>, req: Request<Incoming>, ctx: ConnCtx) -> Resp
         }
         Behavior::ServerError => response(
             StatusCode::INTERNAL_SERVER_ERROR,
-            Some(JSON),
+            Some(ERROR_JSON),
             json_error(
                 500,
                 "Internal Server Error",
@@ -605,12 +491,12 @@ async fn whoami(state: Arc<State>, req: Request<Incoming>, ctx: ConnCtx) -> Resp
             resp
         }
     };
-    if req.method() == Method::GET {
-        resp.headers_mut().insert(
-            CACHE_CONTROL,
-            HeaderValue::from_static(KRATOS_CACHE_CONTROL),
-        );
-    }
+    let headers = resp.headers_mut();
+    headers.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static(KRATOS_CACHE_CONTROL),
+    );
+    headers.insert(VARY, HeaderValue::from_static("Cookie"));
     resp
 }
 
@@ -620,7 +506,11 @@ fn body_len_of(resp: &Response<Body>) -> usize {
 }
 
 fn unauthorized() -> Response<Body> {
-    response(StatusCode::UNAUTHORIZED, Some(JSON), UNAUTHORIZED_BODY)
+    response(
+        StatusCode::UNAUTHORIZED,
+        Some(ERROR_JSON),
+        UNAUTHORIZED_BODY,
+    )
 }
 
 fn aal2_required(base_url: &str) -> Response<Body> {
@@ -638,7 +528,7 @@ fn aal2_required(base_url: &str) -> Response<Body> {
     });
     response(
         StatusCode::FORBIDDEN,
-        Some(JSON),
+        Some(ERROR_JSON),
         serde_json::to_vec(&body).expect("serialize 403 body"),
     )
 }

@@ -13,6 +13,7 @@
 mod common;
 
 mod browser;
+mod doubles;
 mod native;
 mod oauth2;
 mod stack;
