@@ -313,3 +313,29 @@ async fn a_session_expired_by_our_clock_but_active_for_kratos_is_forwarded_and_n
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[1].header("x-user-id"), Some(id.as_str()));
 }
+
+/// `stale_if_error` counts from the latest validation: a session validated at 0 s and again at
+/// 1.2 s is still served stale at 2.4 s with a 2 s window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stale_window_counts_from_the_latest_validation() {
+    let kratos = Canned::start().await;
+    let upstream = EchoUpstream::start().await;
+    let proxy = TestProxy::start(&config(
+        &kratos.url,
+        &upstream.url(),
+        "max_ttl = \"0s\"\nnegative_ttl = \"0s\"\nstale_if_error = \"2s\"",
+    ));
+    let started = std::time::Instant::now();
+    kratos.set_session(session_json("s-4", &SessionSpec::default()), |_| {});
+    assert_eq!(get(&proxy).await.status(), 200);
+    tokio::time::sleep_until((started + std::time::Duration::from_millis(1200)).into()).await;
+    assert_eq!(get(&proxy).await.status(), 200);
+    kratos.set("500 Internal Server Error", &[], "");
+    tokio::time::sleep_until((started + std::time::Duration::from_millis(2400)).into()).await;
+    assert_eq!(
+        get(&proxy).await.status(),
+        200,
+        "served stale: validated 1.2 s ago"
+    );
+    assert_eq!(kratos.calls(), 3);
+}

@@ -90,8 +90,21 @@ impl<V: HasDeadline> Expiry<CacheKey, V> for Deadline {
         let from = created_at.max(Instant::now());
         Some(v.deadline().saturating_duration_since(from))
     }
-    // Reads and updates keep the deadline fixed at creation (the trait's defaults return the
-    // current remaining duration), so a hit never extends an entry.
+
+    /// A new value (a fresh validation replacing an older one) brings its own deadline: a
+    /// `stale_if_error` window counts from the latest validation, not the first.
+    fn expire_after_update(
+        &self,
+        _k: &CacheKey,
+        v: &V,
+        updated_at: Instant,
+        _current: Option<Duration>,
+    ) -> Option<Duration> {
+        let from = updated_at.max(Instant::now());
+        Some(v.deadline().saturating_duration_since(from))
+    }
+    // Reads keep the deadline fixed (the trait's default returns the current remaining
+    // duration), so a hit never extends an entry.
 }
 
 type Waiter = watch::Receiver<Option<Resolution>>;
