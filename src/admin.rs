@@ -109,7 +109,7 @@ impl ServeHttp for Admin {
             }
             "/metrics" => {
                 let rt = self.shared.runtime();
-                rt.store.run_pending_tasks().await;
+                rt.store.run_pending_tasks();
                 let text = self.shared.metrics.render(rt.store.entry_count());
                 response(200, "text/plain; version=0.0.4", text.into_bytes())
             }

@@ -28,8 +28,9 @@
 //! back to the UI) is harmless: it costs one whoami. What "the request's identity" is: the
 //! identity of the session the request's credential resolves to; when the proxy cannot know it
 //! (no credential, nothing cached and whoami not done), purging the credential is the fallback.
-//! Purging by session id or identity id needs the cache to search its entries (moka:
-//! `invalidate_entries_if`) or keep an index.
+//! Purging by session id or identity id uses the session store's index of which credentials
+//! resolved to which session and identity (`session::index`); purging a credential purges every
+//! credential of its session.
 
 use http::{HeaderMap, Method};
 use serde_json::Value;

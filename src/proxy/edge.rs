@@ -343,12 +343,12 @@ fn apply_purges(actions: &[PurgeAction], ctx: &EdgeCtx, store: &SessionStore) {
         match action {
             PurgeAction::Credential => {
                 if let Some(key) = ctx.credential {
-                    store.purge_now(key);
+                    store.purge_credential(key);
                 }
             }
             PurgeAction::SessionToken(token) => {
                 for kind in [CredentialKind::Token, CredentialKind::Bearer] {
-                    store.purge_now(Credential::new(kind, token).cache_key());
+                    store.purge_credential(Credential::new(kind, token).cache_key());
                 }
             }
             PurgeAction::SessionId(id) => store.purge_session_id(id),
@@ -356,7 +356,7 @@ fn apply_purges(actions: &[PurgeAction], ctx: &EdgeCtx, store: &SessionStore) {
                 if let Some(id) = &ctx.identity_id {
                     store.purge_identity(id);
                 } else if let Some(key) = ctx.credential {
-                    store.purge_now(key);
+                    store.purge_credential(key);
                 }
             }
             PurgeAction::Identity(id) => store.purge_identity(id),

@@ -4,6 +4,7 @@
 //! - [`store`]: the cache (expiry, negative entries) and request coalescing in front of the client.
 
 pub mod breaker;
+pub mod index;
 pub mod store;
 pub mod whoami;
 

@@ -11,15 +11,21 @@
 //!   equally bounded cache, and served (marked stale) when Kratos fails; a 401 or a purge removes it.
 //! - Concurrent misses for one key make exactly one whoami call: the first starts it in a task of its
 //!   own (so a client that goes away does not cancel it) and everybody waits for that task's answer.
+//! - A purge wins over everything in flight: it detaches the calls in flight for the keys it
+//!   purges (later requests start a new call instead of joining them, and their answers are not
+//!   cached), and a call that started before its session or identity was purged does not cache
+//!   its answer either. Purges remove exactly the entries of the [`Index`] (the credentials that
+//!   resolved to the session or identity), O(entries purged).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use moka::future::Cache;
+use moka::sync::Cache;
 use moka::Expiry;
 use tokio::sync::watch;
 
+use super::index::Index;
 use super::whoami::{WhoamiAnswer, WhoamiClient};
 use super::{Resolution, Session, UnavailableReason};
 use crate::config::CacheConfig;
@@ -109,14 +115,32 @@ impl<V: HasDeadline> Expiry<CacheKey, V> for Deadline {
 
 type Waiter = watch::Receiver<Option<Resolution>>;
 
+/// One whoami call in flight: what `finish` needs to decide whether its answer may be cached.
+struct Call {
+    key: CacheKey,
+    cacheable: bool,
+    started: Instant,
+    /// The receiver registered in the in-flight map, to tell whether the call is still attached.
+    channel: Waiter,
+}
+
 /// Cache + coalescing in front of [`WhoamiClient`].
 pub struct SessionStore {
     cache: Cache<CacheKey, Entry>,
     stale: Cache<CacheKey, StaleEntry>,
     inflight: Mutex<HashMap<CacheKey, Waiter>>,
+    index: Mutex<Index>,
     client: WhoamiClient,
     cfg: CacheConfig,
     metrics: Arc<Metrics>,
+}
+
+/// Tombstones outlive the longest whoami call by this much.
+const TOMBSTONE_MARGIN: Duration = Duration::from_secs(5);
+
+/// Locks a mutex, ignoring poisoning (a panic elsewhere must not stop the cache).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl SessionStore {
@@ -124,17 +148,17 @@ impl SessionStore {
         let cache = Cache::builder()
             .max_capacity(cfg.max_entries)
             .expire_after(Deadline)
-            .support_invalidation_closures()
             .build();
         let stale = Cache::builder()
             .max_capacity(cfg.max_entries)
             .expire_after(Deadline)
-            .support_invalidation_closures()
             .build();
+        let index = Index::new(client.timeout() + TOMBSTONE_MARGIN);
         Arc::new(SessionStore {
             cache,
             stale,
             inflight: Mutex::new(HashMap::new()),
+            index: Mutex::new(index),
             client,
             cfg,
             metrics,
@@ -147,13 +171,11 @@ impl SessionStore {
         // Two rounds at most: the second only when an entry inserted between our cache check and
         // taking the in-flight lock was evicted again before we could read it.
         for _ in 0..2 {
-            if let Some(hit) = self.cached(&key).await {
+            if let Some(hit) = self.cached(&key) {
                 return hit;
             }
             let (waiter, kind) = {
-                let Ok(mut inflight) = self.inflight.lock() else {
-                    return (internal_error(), LookupKind::Miss);
-                };
+                let mut inflight = lock(&self.inflight);
                 if let Some(w) = inflight.get(&key) {
                     (w.clone(), LookupKind::Coalesced)
                 } else if self.cache.contains_key(&key) {
@@ -165,10 +187,15 @@ impl SessionStore {
                     inflight.insert(key, rx.clone());
                     let store = Arc::clone(self);
                     let owned = cred.to_owned();
-                    let cacheable = cred.cacheable();
+                    let call = Call {
+                        key,
+                        cacheable: cred.cacheable(),
+                        started: Instant::now(),
+                        channel: rx.clone(),
+                    };
                     tokio::spawn(async move {
                         let answer = store.client.whoami(&owned).await;
-                        store.finish(key, cacheable, answer, tx).await;
+                        store.finish(call, answer, tx);
                     });
                     (rx, LookupKind::Miss)
                 }
@@ -179,42 +206,45 @@ impl SessionStore {
         (internal_error(), LookupKind::Miss)
     }
 
-    /// Forgets a credential (logout, session change): the next request asks Kratos again.
-    pub async fn purge(&self, key: &CacheKey) {
-        self.cache.invalidate(key).await;
-        self.stale.invalidate(key).await;
-    }
-
-    /// Forgets a credential at once, from synchronous code (a response body filter): entries inserted
-    /// before this call are never returned again.
-    pub fn purge_now(&self, key: CacheKey) {
-        let _ = self.cache.invalidate_entries_if(move |k, _| *k == key);
-        let _ = self.stale.invalidate_entries_if(move |k, _| *k == key);
+    /// Forgets a credential and every other credential that resolved to the same session (logout,
+    /// session change): the next request with any of them asks Kratos again. Synchronous, so a
+    /// response filter can call it before the response reaches the client.
+    pub fn purge_credential(&self, key: CacheKey) {
+        let mut inflight = lock(&self.inflight);
+        let mut keys = {
+            let mut ix = lock(&self.index);
+            match ix.session_of(&key) {
+                Some(session) => ix.take_session(&session),
+                None => Vec::new(),
+            }
+        };
+        keys.push(key);
+        self.detach_and_invalidate(&mut inflight, keys);
     }
 
     /// Forgets every cached session of one identity (settings change, revocation of all sessions).
     pub fn purge_identity(&self, identity_id: &str) {
-        let id = identity_id.to_string();
-        let _ = self.cache.invalidate_entries_if(
-            move |_, e| matches!(&e.value, Cached::Valid(s) if s.identity_id == id),
-        );
-        let id = identity_id.to_string();
-        let _ = self
-            .stale
-            .invalidate_entries_if(move |_, e| e.session.identity_id == id);
+        let mut inflight = lock(&self.inflight);
+        let keys = lock(&self.index).take_identity(identity_id);
+        self.detach_and_invalidate(&mut inflight, keys);
     }
 
-    /// Forgets every cached entry of one session id (logout of a session by id).
+    /// Forgets every cached credential of one session id (logout of a session by id).
     pub fn purge_session_id(&self, session_id: &str) {
-        let id = session_id.to_string();
-        // Entries are few per session; invalidate_entries_if is cheap to register.
-        let _ = self
-            .cache
-            .invalidate_entries_if(move |_, e| matches!(&e.value, Cached::Valid(s) if s.id == id));
-        let id = session_id.to_string();
-        let _ = self
-            .stale
-            .invalidate_entries_if(move |_, e| e.session.id == id);
+        let mut inflight = lock(&self.inflight);
+        let keys = lock(&self.index).take_session(session_id);
+        self.detach_and_invalidate(&mut inflight, keys);
+    }
+
+    /// Detaches the calls in flight for `keys` (their answers are not cached; later requests do not
+    /// join them) and removes their entries. Runs under the in-flight lock, which `finish` holds
+    /// while it decides and inserts, so no answer of a detached call is inserted after this.
+    fn detach_and_invalidate(&self, inflight: &mut HashMap<CacheKey, Waiter>, keys: Vec<CacheKey>) {
+        for k in &keys {
+            inflight.remove(k);
+            self.cache.invalidate(k);
+            self.stale.invalidate(k);
+        }
     }
 
     /// Number of cached entries (approximate, as moka counts).
@@ -223,12 +253,18 @@ impl SessionStore {
     }
 
     /// Runs pending cache maintenance (evictions, expirations) so counts are current.
-    pub async fn run_pending_tasks(&self) {
-        self.cache.run_pending_tasks().await;
+    pub fn run_pending_tasks(&self) {
+        self.cache.run_pending_tasks();
+        self.stale.run_pending_tasks();
     }
 
-    async fn cached(&self, key: &CacheKey) -> Option<(Resolution, LookupKind)> {
-        let entry = self.cache.get(key).await?;
+    /// Number of credentials in the purge index (for tests and metrics).
+    pub fn indexed_credentials(&self) -> usize {
+        lock(&self.index).len()
+    }
+
+    fn cached(&self, key: &CacheKey) -> Option<(Resolution, LookupKind)> {
+        let entry = self.cache.get(key)?;
         let out = self.answer_of(entry);
         self.metrics.cache_lookup(out.1);
         Some(out)
@@ -248,29 +284,53 @@ impl SessionStore {
         }
     }
 
-    async fn finish(
-        &self,
-        key: CacheKey,
-        cacheable: bool,
-        mut answer: WhoamiAnswer,
-        tx: watch::Sender<Option<Resolution>>,
-    ) {
-        if cacheable {
-            if let Some(entry) = self.cacheable(&answer) {
-                self.cache.insert(key, entry).await;
+    /// Delivers a call's answer to its waiters and caches it where allowed: only while the call is
+    /// still attached (no purge of its key since it started) and its session or identity was not
+    /// purged since it started.
+    fn finish(&self, call: Call, mut answer: WhoamiAnswer, tx: watch::Sender<Option<Resolution>>) {
+        {
+            let mut inflight = lock(&self.inflight);
+            let attached = inflight
+                .get(&call.key)
+                .is_some_and(|w| w.same_channel(&call.channel));
+            if attached && call.cacheable && !self.purged_since(&answer, call.started) {
+                if let Some(entry) = self.cacheable(&answer) {
+                    self.index_session(call.key, &answer);
+                    self.cache.insert(call.key, entry);
+                }
+                self.update_stale(call.key, &mut answer);
             }
-            self.update_stale(key, &mut answer).await;
+            if attached {
+                inflight.remove(&call.key);
+            }
         }
-        if let Ok(mut inflight) = self.inflight.lock() {
-            inflight.remove(&key);
+        let sweep = lock(&self.index).sweep_due();
+        if sweep {
+            let mut ix = lock(&self.index);
+            ix.forget_absent(|k| self.cache.contains_key(k) || self.stale.contains_key(k));
         }
         // Nobody waiting (every client went away) is fine: the answer is cached where allowed.
         let _ = tx.send(Some(answer.resolution));
     }
 
+    fn purged_since(&self, answer: &WhoamiAnswer, started: Instant) -> bool {
+        match &answer.resolution {
+            Resolution::Valid { session, .. } => {
+                lock(&self.index).purged_since(&session.id, &session.identity_id, started)
+            }
+            _ => false,
+        }
+    }
+
+    fn index_session(&self, key: CacheKey, answer: &WhoamiAnswer) {
+        if let Resolution::Valid { session, .. } = &answer.resolution {
+            lock(&self.index).record(key, &session.id, &session.identity_id);
+        }
+    }
+
     /// Keeps the stale copy of a valid session, drops it for a rejected credential, and serves it in
     /// place of a Kratos failure.
-    async fn update_stale(&self, key: CacheKey, answer: &mut WhoamiAnswer) {
+    fn update_stale(&self, key: CacheKey, answer: &mut WhoamiAnswer) {
         let window = self.cfg.stale_if_error;
         if window.is_zero() {
             return;
@@ -286,13 +346,14 @@ impl SessionStore {
                     session: Arc::clone(session),
                     until,
                 };
-                self.stale.insert(key, entry).await;
+                self.index_session(key, answer);
+                self.stale.insert(key, entry);
             }
             Resolution::Invalid | Resolution::Aal2Required { .. } => {
-                self.stale.invalidate(&key).await;
+                self.stale.invalidate(&key);
             }
             Resolution::Unavailable { reason } if reason.is_kratos_failure() => {
-                if let Some(entry) = self.stale.get(&key).await {
+                if let Some(entry) = self.stale.get(&key) {
                     let live = entry
                         .session
                         .expires_at

@@ -101,6 +101,11 @@ impl WhoamiClient {
         answer
     }
 
+    /// The whole whoami call's limit (`kratos.timeout`): no call outlives it.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Whether the circuit breaker currently refuses calls.
     pub fn breaker_open(&self) -> bool {
         self.breaker.is_open()

@@ -129,6 +129,7 @@ pub(crate) struct State {
     requests: Mutex<Vec<RecordedRequest>>,
     behavior: Mutex<Behavior>,
     delay: Mutex<Duration>,
+    answer_delay: Mutex<Duration>,
     pub(crate) cookie_name: Mutex<String>,
     negative_cache_for: Mutex<Option<u64>>,
     running: AsyncMutex<Option<Running>>,
@@ -176,6 +177,7 @@ impl KratosDouble {
             requests: Mutex::new(Vec::new()),
             behavior: Mutex::new(Behavior::Normal),
             delay: Mutex::new(Duration::ZERO),
+            answer_delay: Mutex::new(Duration::ZERO),
             cookie_name: Mutex::new(DEFAULT_COOKIE_NAME.to_owned()),
             negative_cache_for: Mutex::new(None),
             running: AsyncMutex::new(None),
@@ -220,6 +222,18 @@ impl KratosDouble {
         body
     }
 
+    /// Makes `alias` a second credential of the session `existing` belongs to (Kratos re-issuing
+    /// the session cookie on refresh or step-up: a new value, the same session). `false` when
+    /// `existing` is unknown.
+    pub fn add_credential_alias(&self, existing: &str, alias: &str) -> bool {
+        let mut sessions = lock(&self.state.sessions);
+        let Some(stored) = sessions.get(existing).cloned() else {
+            return false;
+        };
+        sessions.insert(alias.to_owned(), stored);
+        true
+    }
+
     /// Revokes `credential`: later whoami calls with it get 401.
     pub fn remove_session(&self, credential: &str) {
         if lock(&self.state.sessions).remove(credential).is_some() {
@@ -256,6 +270,13 @@ impl KratosDouble {
     /// Delay added before answering a whoami request (`Duration::ZERO` = none).
     pub fn set_delay(&self, d: Duration) {
         *lock(&self.state.delay) = d;
+    }
+
+    /// Delay added *after* the whoami answer was decided, before it is sent (`Duration::ZERO` =
+    /// none): an answer that was true when Kratos looked and arrives after a logout, as over a
+    /// slow network.
+    pub fn set_answer_delay(&self, d: Duration) {
+        *lock(&self.state.answer_delay) = d;
     }
 
     /// Name of the session cookie looked up in `Cookie` (default `ory_kratos_session`; Ory
@@ -497,6 +518,10 @@ async fn whoami(state: Arc<State>, req: Request<Incoming>, ctx: ConnCtx) -> Resp
         HeaderValue::from_static(KRATOS_CACHE_CONTROL),
     );
     headers.insert(VARY, HeaderValue::from_static("Cookie"));
+    let after = *lock(&state.answer_delay);
+    if !after.is_zero() {
+        tokio::time::sleep(after).await;
+    }
     resp
 }
 

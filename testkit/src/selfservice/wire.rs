@@ -305,12 +305,24 @@ pub(super) fn user_agent(h: &HeaderMap) -> Option<&str> {
 }
 
 /// Ends the session of `credential`; Kratos keeps it (inactive), so the double remembers it.
+/// Revokes the session `credential` belongs to: every credential of that session (a re-issued
+/// cookie is the same session in Kratos) gets 401 from then on.
 pub(super) fn revoke(state: &State, credential: &str) -> bool {
-    let removed = lock(&state.sessions).remove(credential).is_some();
-    if removed {
-        lock(&state.revoked).insert(credential.to_owned());
+    let mut sessions = lock(&state.sessions);
+    let Some(session_id) = sessions.get(credential).map(|s| s.session_id.clone()) else {
+        return false;
+    };
+    let dead: Vec<String> = sessions
+        .iter()
+        .filter(|(_, s)| s.session_id == session_id)
+        .map(|(c, _)| c.clone())
+        .collect();
+    let mut revoked = lock(&state.revoked);
+    for c in dead {
+        sessions.remove(&c);
+        revoked.insert(c);
     }
-    removed
+    true
 }
 
 pub(super) fn session_value(stored: &Stored) -> Value {
