@@ -4,7 +4,9 @@
 //! Precedence is deterministic and does not depend on the order of the file:
 //! 1. a route with `host` beats one without (as nginx picks the server before the location);
 //! 2. an exact `path` beats a `path_prefix`;
-//! 3. a longer prefix beats a shorter one.
+//! 3. a longer prefix beats a shorter one;
+//! 4. with the same host and path, a route with `methods` beats one without (e.g. an anonymous
+//!    `OPTIONS` route for CORS preflights beside a `session` route on the same prefix).
 //!
 //! A method filter is part of the match: a route whose methods exclude the request's does not match,
 //! and the next route in precedence order is tried.
@@ -31,6 +33,7 @@ impl RouteTable {
                 std::cmp::Reverse(m.host.is_some()),
                 std::cmp::Reverse(m.exact),
                 std::cmp::Reverse(m.path.len()),
+                std::cmp::Reverse(m.methods.is_some()),
                 i,
             )
         });
@@ -192,6 +195,29 @@ mod tests {
             find(&t, None, "/api/x", Method::POST),
             Some("root".to_string())
         );
+    }
+
+    #[test]
+    fn a_method_filter_beats_no_filter_on_the_same_prefix() {
+        // CORS preflights pass anonymously; everything else on /api needs a session
+        for order in [["preflight", "api"], ["api", "preflight"]] {
+            let routes: Vec<String> = order
+                .iter()
+                .map(|n| match *n {
+                    "preflight" => route(n, "path_prefix = \"/api\"\nmethods = [\"OPTIONS\"]"),
+                    _ => route(n, "path_prefix = \"/api\""),
+                })
+                .collect();
+            let t = table(&routes.concat());
+            assert_eq!(
+                find(&t, None, "/api/x", Method::OPTIONS).as_deref(),
+                Some("preflight")
+            );
+            assert_eq!(
+                find(&t, None, "/api/x", Method::GET).as_deref(),
+                Some("api")
+            );
+        }
     }
 
     #[test]

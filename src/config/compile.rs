@@ -629,9 +629,13 @@ fn check_route_conflicts(routes: &[Route], issues: &mut Issues) {
             let same = a.matcher.host == b.matcher.host
                 && a.matcher.exact == b.matcher.exact
                 && a.matcher.path == b.matcher.path;
+            // A route with a method filter beats one without on the same host and path
+            // (routing precedence 4), so only two filters that share a method, or two routes
+            // without any, leave the choice open.
             let methods_overlap = match (&a.matcher.methods, &b.matcher.methods) {
                 (Some(x), Some(y)) => x.iter().any(|m| y.contains(m)),
-                _ => true,
+                (None, None) => true,
+                _ => false,
             };
             if same && methods_overlap {
                 issues.push(
@@ -853,6 +857,27 @@ auth = "session"
 "#,
         );
         assert!(issues(&text).is_empty());
+    }
+
+    #[test]
+    fn a_method_filtered_route_beside_an_unfiltered_one_is_no_conflict() {
+        // an anonymous OPTIONS route for CORS preflights on the prefix of a session route
+        let text = base(
+            r#"
+[[routes]]
+name = "api"
+path_prefix = "/api"
+upstream = "http://127.0.0.1:1"
+auth = "session"
+[[routes]]
+name = "preflight"
+path_prefix = "/api"
+methods = ["OPTIONS"]
+upstream = "http://127.0.0.1:1"
+auth = "anonymous"
+"#,
+        );
+        assert!(issues(&text).is_empty(), "{:?}", issues(&text));
     }
 
     #[test]
