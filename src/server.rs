@@ -68,7 +68,8 @@ impl Sessiongate {
 }
 
 /// Production signal handling: SIGTERM and SIGQUIT drain (readiness fails first, then the listeners
-/// close and in-flight requests get `server.grace_period`), SIGINT stops at once.
+/// close and in-flight requests get at most `server.grace_period`; the process exits as soon as
+/// none is left), SIGINT stops at once.
 pub struct UnixSignals {
     pub shared: Arc<Shared>,
     /// How long `/health/ready` fails before the listeners close, so load balancers stop sending.
@@ -97,6 +98,32 @@ impl ShutdownSignalWatch for UnixSignals {
         }
         self.shared.start_draining();
         tokio::time::sleep(self.readiness_lead).await;
+        exit_when_idle(Arc::clone(&self.shared));
         ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// pingora's graceful shutdown closes the listeners, lets in-flight requests finish and then
+/// waits out the whole grace period whatever is left (pingora-core 0.9, `Server::run_server`).
+/// This watcher ends the process as soon as no request is in flight, and leaves the rest to
+/// pingora when the grace period runs out first.
+fn exit_when_idle(shared: Arc<Shared>) {
+    let grace = shared.runtime().config.server.grace_period;
+    let spawned = std::thread::Builder::new()
+        .name("sessiongate-drain".into())
+        .spawn(move || {
+            // let pingora close the listeners before counting
+            std::thread::sleep(Duration::from_millis(100));
+            let deadline = std::time::Instant::now() + grace;
+            while std::time::Instant::now() < deadline {
+                if shared.in_flight() == 0 {
+                    tracing::info!("drained: no request in flight; exiting");
+                    std::process::exit(0);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot watch the drain; waiting out the grace period");
     }
 }

@@ -1,7 +1,7 @@
 //! The state shared by the proxy and admin services: the current [`Runtime`] (configuration, route
 //! table, session store), swappable as a whole on reload, plus metrics and the drain flag.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -78,6 +78,26 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     draining: AtomicBool,
     access_log: AtomicBool,
+    /// Requests being processed now (see [`InFlight`]).
+    in_flight: AtomicUsize,
+}
+
+/// Counts one request in [`Shared::in_flight`] for as long as it lives (the proxy keeps one in
+/// each request's context, which pingora creates after reading the request header and drops when
+/// the request is done). A shutdown waits for the count to reach zero, not for a fixed time.
+pub struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    pub fn new(shared: &Arc<Shared>) -> InFlight {
+        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(Arc::clone(shared))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Shared {
@@ -90,6 +110,7 @@ impl Shared {
             metrics,
             draining: AtomicBool::new(false),
             access_log: AtomicBool::new(access_log),
+            in_flight: AtomicUsize::new(0),
         }))
     }
 
@@ -119,5 +140,10 @@ impl Shared {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Requests being processed now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
     }
 }

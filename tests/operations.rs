@@ -220,3 +220,41 @@ async fn sigterm_fails_readiness_first_then_drains_in_flight_requests() {
         sent.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_once_nothing_is_in_flight_not_after_the_whole_grace_period() {
+    let kratos = KratosDouble::start().await;
+    let up = EchoUpstream::start().await;
+    // grace 8 s: readiness lead min(8 s, 5 s) / 2 = 2.5 s; pingora alone would then sleep 8 s more
+    let config = routes(&kratos.url(), &up.url(), "")
+        .replace("grace_period = \"2s\"", "grace_period = \"8s\"");
+    let mut bin = Binary::start(&config);
+    kratos.add_session("t", SessionSpec::default());
+    // an idle keep-alive connection is not a request in flight
+    let c = client();
+    let r = c
+        .get(bin.url("/api/x"))
+        .header("X-Session-Token", "t")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    let sent = Instant::now();
+    bin.signal("-TERM");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = bin.child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let took = sent.elapsed();
+    assert!(
+        took >= Duration::from_millis(2400) && took < Duration::from_millis(4500),
+        "exited {took:?} after SIGTERM: expected the 2.5 s readiness lead and little more"
+    );
+    let err = bin.stderr();
+    assert!(err.contains("drained: no request in flight"), "{err}");
+}

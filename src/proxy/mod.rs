@@ -27,7 +27,7 @@ use crate::path::{canonicalize, CanonicalTarget};
 use crate::policy::{self, RequestFacts};
 use crate::session::store::LookupKind;
 use crate::session::Resolution;
-use crate::state::{Runtime, Shared};
+use crate::state::{InFlight, Runtime, Shared};
 
 const X_REQUEST_ID: &str = "x-request-id";
 
@@ -48,6 +48,8 @@ pub struct RequestCtx {
     pending: Option<GateError>,
     /// State of a Kratos edge request.
     edge: Option<edge::EdgeCtx>,
+    /// Counts this request as in flight until the context is dropped (shutdown waits for it).
+    _in_flight: InFlight,
 }
 
 /// The proxy: holds the shared, reloadable state.
@@ -192,6 +194,7 @@ impl ProxyHttp for Proxy {
             answered: None,
             pending: None,
             edge: None,
+            _in_flight: InFlight::new(&self.shared),
         }
     }
 
