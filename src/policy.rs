@@ -10,6 +10,7 @@ use http::Method;
 use url::Url;
 
 use crate::config::{Aal, AuthMode, OnUnauthenticated, Route};
+use crate::edge::rewrite::Rewriter;
 use crate::error::GateError;
 use crate::path::CanonicalTarget;
 use crate::session::{Resolution, Session};
@@ -25,6 +26,9 @@ pub struct RequestFacts<'a> {
     pub login_url: Option<&'a Url>,
     /// Kratos's public URL, for building a step-up URL when Kratos gave none.
     pub kratos_url: &'a Url,
+    /// The Kratos edge browsers use, when there is one: Kratos URLs in redirects go through its
+    /// rewriting (the public origin + prefix). Without one, `login_url`'s origin replaces Kratos's.
+    pub edge: Option<&'a Rewriter>,
 }
 
 impl RequestFacts<'_> {
@@ -32,6 +36,25 @@ impl RequestFacts<'_> {
     fn public_url(&self) -> Option<String> {
         self.public_origin
             .map(|o| format!("{o}{}", self.target.to_target()))
+    }
+
+    /// A Kratos URL as a browser must see it: through the edge when there is one, else under the
+    /// public Kratos base that `login_url` shows when it is a Kratos self-service URL
+    /// (`https://auth.example.com/self-service/login/browser` -> `https://auth.example.com/`);
+    /// otherwise unchanged (a UI page's origin says nothing about where Kratos is).
+    pub fn browser_url(&self, url: String) -> String {
+        if let Some(edge) = self.edge {
+            return edge.rewrite_location(&url).unwrap_or(url);
+        }
+        let public_base = self.login_url.and_then(|l| {
+            let s = l.as_str();
+            s.find("/self-service/").map(|i| &s[..=i])
+        });
+        let internal = self.kratos_url.as_str();
+        match (public_base, url.strip_prefix(internal)) {
+            (Some(base), Some(rest)) if base != internal => format!("{base}{rest}"),
+            _ => url,
+        }
     }
 }
 
@@ -117,7 +140,7 @@ fn is_browser_navigation(method: &Method) -> bool {
 fn unauthenticated(route: &Route, facts: &RequestFacts<'_>) -> GateError {
     let login_redirect = match (route.on_unauthenticated, facts.login_url) {
         (OnUnauthenticated::Redirect, Some(login)) if is_browser_navigation(facts.method) => {
-            Some(with_return_to(login, facts.public_url().as_deref()))
+            Some(facts.browser_url(with_return_to(login, facts.public_url().as_deref())))
         }
         _ => None,
     };
@@ -140,7 +163,7 @@ fn step_up(
         Some(url.to_string())
     });
     GateError::StepUpRequired {
-        redirect_browser_to: target,
+        redirect_browser_to: target.map(|t| facts.browser_url(t)),
         redirect: route.on_unauthenticated == OnUnauthenticated::Redirect
             && is_browser_navigation(facts.method),
     }

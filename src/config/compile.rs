@@ -27,6 +27,9 @@ pub struct Config {
     pub identity_header_names: Vec<HeaderName>,
     /// Every session path an identity header reads (deduplicated); `IdentityHeader::slot` indexes it.
     pub session_paths: Vec<Template>,
+    /// The first Kratos edge route: where browsers reach Kratos. Step-up and login redirects and a
+    /// session cookie re-issued by whoami go through its rewriting (public origin + prefix).
+    pub browser_edge: Option<Arc<EdgeRoute>>,
 }
 
 #[derive(Debug, Clone)]
@@ -333,6 +336,7 @@ pub(super) fn compile(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
             stale_if_error: raw.cache.stale_if_error,
         },
         log: raw.log,
+        browser_edge: routes.iter().find_map(|r| r.edge.clone()),
         routes,
         identity_header_names,
         session_paths,

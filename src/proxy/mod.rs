@@ -130,6 +130,7 @@ impl Proxy {
             target: &target,
             login_url: cfg.kratos.login_url.as_ref(),
             kratos_url: &cfg.kratos.public_url,
+            edge: cfg.browser_edge.as_deref().map(|e| &e.rewriter),
         };
         let decision = policy::decide(route, resolution, &facts);
         ctx.target = Some(target);
@@ -141,7 +142,15 @@ impl Proxy {
         if let Some(s) = &forward.session {
             ctx.identity = identity::render_all(&route.identity_headers, &s.values);
         }
-        ctx.set_cookie = forward.set_cookie;
+        ctx.set_cookie = match cfg.browser_edge.as_deref() {
+            // a session cookie Kratos re-issued during whoami, as the edge would pass it on
+            Some(e) => forward
+                .set_cookie
+                .iter()
+                .map(|c| Bytes::from(e.rewriter.rewrite_set_cookie(&String::from_utf8_lossy(c))))
+                .collect(),
+            None => forward.set_cookie,
+        };
         Ok(())
     }
 
