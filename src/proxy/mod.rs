@@ -393,13 +393,24 @@ impl ProxyHttp for Proxy {
         Ok(None)
     }
 
-    /// Adds the request id and any session cookie Kratos re-issued during whoami.
+    /// Adds the request id and any session cookie Kratos re-issued during whoami. An HTTP/1.0
+    /// client never gets `Transfer-Encoding: chunked` (RFC 9112 §6.1): a response without a length
+    /// is sent close-delimited, and the connection closes after it.
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if session.req_header().version == http::Version::HTTP_10
+            && upstream_response
+                .headers
+                .contains_key(http::header::TRANSFER_ENCODING)
+        {
+            upstream_response.remove_header(&http::header::TRANSFER_ENCODING);
+            upstream_response.insert_header(http::header::CONNECTION, "close")?;
+            session.set_keepalive(None);
+        }
         upstream_response.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
         for c in ctx.set_cookie.drain(..) {
             if let Ok(v) = HeaderValue::from_maybe_shared(c) {
