@@ -213,9 +213,12 @@ def ratios_md(cases):
         ("sg-nocache-1k", "envoy-extauthz-1k", "sessiongate without cache vs Envoy ext_authz"),
         ("sg-nocache-1k", "traefik-forwardauth-1k", "sessiongate without cache vs Traefik forwardAuth"),
         ("sg-nocache-1k", "caddy-forwardauth-1k", "sessiongate without cache vs Caddy forward_auth"),
+        ("sg-nocache-1k", "oathkeeper-bearer-1k", "sessiongate without cache vs Ory Oathkeeper bearer_token"),
+        ("sg-anon", "oathkeeper-plain", "sessiongate anonymous vs Ory Oathkeeper plain (noop rule)"),
         ("sg-session-1k", "envoy-extauthz-1k", "sessiongate session (warm cache) vs Envoy ext_authz (no cache)"),
         ("sg-session-1k", "traefik-forwardauth-1k", "sessiongate session (warm cache) vs Traefik forwardAuth (no cache)"),
         ("sg-session-1k", "caddy-forwardauth-1k", "sessiongate session (warm cache) vs Caddy forward_auth (no cache)"),
+        ("sg-session-1k", "oathkeeper-bearer-1k", "sessiongate session (warm cache) vs Ory Oathkeeper bearer_token (no cache)"),
     ]
     rows = []
     for a, b, what in pairs:
@@ -288,7 +291,8 @@ def chart(cases, path, env):
     if not rows:
         return False
     colors = {"none": "#9e9e9e", "sg": "#1f77b4", "sg-nocache": "#6baed6", "nginx": "#2ca02c",
-              "envoy": "#d62728", "traefik": "#9467bd", "caddy": "#ff7f0e"}
+              "envoy": "#d62728", "traefik": "#9467bd", "caddy": "#ff7f0e",
+              "oathkeeper": "#8c564b"}
     names = [r["name"] for r in rows][::-1]
     vals = [r["rps"] or 0 for r in rows][::-1]
     cols = [colors.get(r["proxy"], "#444444") for r in rows][::-1]
@@ -322,7 +326,8 @@ def env_md(env, versions):
         f"- load: `wrk -t{env['wrk_threads']} -c{env['connections']} -d{env['duration']} --latency` after a "
         f"{env['warmup']} warm-up with the same script; token cases rotate `X-Session-Token` over N tokens\n"
         f"- versions: sessiongate {v.get('sessiongate')} (git {v.get('sessiongate_git')}), nginx {v.get('nginx')}, "
-        f"envoy {v.get('envoy')}, traefik {v.get('traefik')}, caddy {v.get('caddy')}, wrk {v.get('wrk')}\n")
+        f"envoy {v.get('envoy')}, traefik {v.get('traefik')}, caddy {v.get('caddy')}, "
+        f"oathkeeper {v.get('oathkeeper', '—')}, wrk {v.get('wrk')}\n")
 
 
 def render(argv):

