@@ -41,6 +41,8 @@ pub struct EdgeCtx {
     /// Whether the request body must be inspected (return_to checks, API logout token).
     pub buffer_request: bool,
     /// The body was read and checked in `request_filter`; pingora replays it upstream.
+    /// `100 Continue` was sent to the client before its body was read here.
+    continue_sent: bool,
     body_checked: bool,
     check_body_return_to: bool,
     json_body: bool,
@@ -113,6 +115,10 @@ pub fn upstream_request(edge: &EdgeRoute, ctx: &EdgeCtx, req: &mut RequestHeader
     req.insert_header("x-forwarded-host", edge.settings.public_authority())?;
     req.insert_header("x-forwarded-proto", edge.settings.public_scheme())?;
     req.remove_header(&ACCEPT_ENCODING);
+    if ctx.continue_sent {
+        // the body is already read: Kratos's own 100 Continue would be a second one
+        req.remove_header(&http::header::EXPECT);
+    }
     for name in ORY_HEADERS {
         req.remove_header(name);
     }
@@ -133,6 +139,17 @@ pub async fn read_and_check_request_body(
     session: &mut pingora::proxy::Session,
 ) -> std::result::Result<(), GateError> {
     session.enable_retry_buffering();
+    if expects_continue(&session.req_header().headers) {
+        // The client waits for this before sending the body (RFC 9110 §10.1.1); Kratos, which
+        // would send it, is asked only after the body was checked.
+        let interim = pingora::http::ResponseHeader::build(100, Some(0))
+            .map_err(|_| GateError::BadRequestBody)?;
+        session
+            .write_response_header(Box::new(interim), false)
+            .await
+            .map_err(|_| GateError::BadRequestBody)?;
+        ctx.continue_sent = true;
+    }
     let mut whole = BytesMut::new();
     loop {
         match session.read_request_body().await {
@@ -149,6 +166,14 @@ pub async fn read_and_check_request_body(
     check_body(edge, ctx, &whole)?;
     ctx.body_checked = true;
     Ok(())
+}
+
+/// Whether the request carries `Expect: 100-continue` (case-insensitive, RFC 9110 §10.1.1).
+fn expects_continue(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"))
 }
 
 fn check_body(
