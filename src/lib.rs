@@ -12,6 +12,7 @@
 //! | [`config`] | TOML schema, environment overrides, validation into a typed [`config::Config`] |
 //! | [`path`] | canonical request paths (the one spelling used for matching and forwarding) |
 //! | [`routing`] | the route table and its precedence |
+//! | [`resolver`] | upstream names resolved at run time, every address tried in order |
 //! | [`credential`] | extracting the credential with Kratos's precedence; cache keys |
 //! | [`session`] | the whoami client, the session projection, the cache with coalescing |
 //! | [`policy`] | route policy + session -> forward or answer |
@@ -41,6 +42,7 @@ pub mod path;
 pub mod policy;
 pub mod proxy;
 pub mod reload;
+pub mod resolver;
 pub mod routing;
 pub mod server;
 pub mod session;

@@ -56,6 +56,9 @@ fn main() -> ExitCode {
                 }
                 return ExitCode::FAILURE;
             }
+            for w in unresolved_upstreams(&config) {
+                eprintln!("warning: {w}");
+            }
             println!(
                 "{}: ok ({} routes, listen {}, admin {})",
                 cli.config.display(),
@@ -90,6 +93,33 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// `check`: upstream names that do not resolve from here. Only a warning: names are resolved at
+/// run time, and a name that only resolves inside the deployment (a Kubernetes Service) is normal.
+fn unresolved_upstreams(config: &sessiongate::Config) -> Vec<String> {
+    use std::net::ToSocketAddrs;
+    let mut out = Vec::new();
+    for r in &config.routes {
+        let (Some(up), None) = (&r.upstream, &r.edge) else {
+            continue;
+        };
+        match (up.sni.as_str(), up.port)
+            .to_socket_addrs()
+            .map(|mut a| a.next().is_some())
+        {
+            Ok(true) => {}
+            Ok(false) => out.push(format!(
+                "routes[{}].upstream: `{}` resolves to no address here",
+                r.index, up.sni
+            )),
+            Err(e) => out.push(format!(
+                "routes[{}].upstream: `{}` does not resolve here ({e}); it is resolved again at run time",
+                r.index, up.sni
+            )),
+        }
+    }
+    out
 }
 
 /// `check`: an edge route is useless when Kratos cannot be reached; say so before deploying.

@@ -8,6 +8,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::resolver::Resolver;
 use crate::routing::RouteTable;
 use crate::session::store::SessionStore;
 use crate::session::whoami::WhoamiClient;
@@ -18,6 +19,8 @@ pub struct Runtime {
     pub table: RouteTable,
     pub store: Arc<SessionStore>,
     pub whoami: WhoamiClient,
+    /// Upstream name lookups (run time, cached).
+    pub resolver: Arc<Resolver>,
 }
 
 /// Why the proxy could not be built from a valid configuration.
@@ -68,6 +71,7 @@ impl Runtime {
             table,
             store,
             whoami,
+            resolver: Arc::new(Resolver::new()),
         })
     }
 }

@@ -83,3 +83,27 @@ fn unreadable_and_malformed_files_are_clear_errors() {
     assert_eq!(code, 1);
     assert!(err.contains("invalid TOML"), "{err}");
 }
+
+#[test]
+fn an_upstream_name_that_does_not_resolve_here_is_a_warning_not_an_error() {
+    // names are resolved at run time (a Kubernetes Service resolves only inside the cluster)
+    let path = write(
+        "unresolved.toml",
+        r#"
+[kratos]
+public_url = "http://127.0.0.1:4433"
+[[routes]]
+name = "api"
+path_prefix = "/api"
+upstream = "http://sessiongate-upstream.invalid:8080"
+auth = "session"
+"#,
+    );
+    let (code, out, err) = sessiongate(&["check", "--config", &path], &[]);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains(": ok ("), "{out}");
+    assert!(
+        err.contains("warning: routes[0].upstream: `sessiongate-upstream.invalid`"),
+        "{err}"
+    );
+}

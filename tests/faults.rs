@@ -96,8 +96,10 @@ async fn a_dead_kratos_costs_one_timeout_per_breaker_interval() {
             slow += 1;
         }
     }
+    // 3 timeouts of 300 ms and 17 answers at once; the margin is for the other tests of this file
+    // (a 60 s fault run with 4 load loops) sharing the 2 cores: what must hold exactly is `slow`.
     assert!(
-        started.elapsed() < Duration::from_millis(2500),
+        started.elapsed() < Duration::from_millis(5000),
         "{:?}",
         started.elapsed()
     );

@@ -1,7 +1,7 @@
 //! Validation of the raw schema into the typed configuration the proxy runs on. Every check that can
 //! be made before the first request is made here; each failure names its key path.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,10 +103,9 @@ pub struct RouteMatch {
     pub methods: Option<Vec<Method>>,
 }
 
-/// An upstream origin, resolved at start-up.
+/// An upstream origin. Its name is resolved at run time (`crate::resolver`), not here.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    pub addr: SocketAddr,
     pub tls: bool,
     /// Host name for SNI and certificate checks.
     pub sni: String,
@@ -688,19 +687,7 @@ fn resolve_upstream(u: &str, key: &str, issues: &mut Issues) -> Option<Upstream>
         .trim_matches(|c| c == '[' || c == ']')
         .to_string();
     let port = url.port_or_known_default()?;
-    let addr = match (host.as_str(), port).to_socket_addrs() {
-        Ok(mut addrs) => addrs.next(),
-        Err(e) => {
-            issues.push(key, format!("cannot resolve `{host}`: {e}"));
-            return None;
-        }
-    };
-    let Some(addr) = addr else {
-        issues.push(key, format!("`{host}` resolves to no address"));
-        return None;
-    };
     Some(Upstream {
-        addr,
         tls,
         sni: host,
         port,

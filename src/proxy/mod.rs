@@ -25,6 +25,7 @@ use crate::forwarding;
 use crate::identity;
 use crate::path::{canonicalize, CanonicalTarget};
 use crate::policy::{self, RequestFacts};
+use crate::resolver;
 use crate::session::store::LookupKind;
 use crate::session::Resolution;
 use crate::state::{InFlight, Runtime, Shared};
@@ -50,6 +51,9 @@ pub struct RequestCtx {
     edge: Option<edge::EdgeCtx>,
     /// Counts this request as in flight until the context is dropped (shutdown waits for it).
     _in_flight: InFlight,
+    /// Which of the upstream's addresses this attempt uses, and how many there are.
+    upstream_attempt: usize,
+    upstream_addrs: usize,
 }
 
 /// The proxy: holds the shared, reloadable state.
@@ -204,6 +208,8 @@ impl ProxyHttp for Proxy {
             pending: None,
             edge: None,
             _in_flight: InFlight::new(&self.shared),
+            upstream_attempt: 0,
+            upstream_addrs: 0,
         }
     }
 
@@ -232,7 +238,8 @@ impl ProxyHttp for Proxy {
         }
     }
 
-    /// The matched route's upstream, resolved at start-up (HTTP or HTTPS with SNI), with the route's
+    /// The matched route's upstream, its name resolved now (cached; `crate::resolver`), the address of
+    /// this attempt (HTTP or HTTPS with SNI), with the route's
     /// timeouts and upgrade policy.
     async fn upstream_peer(
         &self,
@@ -255,8 +262,20 @@ impl ProxyHttp for Proxy {
                 "route has no upstream",
             ));
         };
+        let addrs = rt.resolver.addrs(&up.sni, up.port).await.map_err(|e| {
+            let mut err = Error::explain(ErrorType::ConnectNoRoute, e.to_string());
+            err.esource = ErrorSource::Upstream;
+            err
+        })?;
+        ctx.upstream_addrs = addrs.len();
+        let Some(addr) = addrs.get(ctx.upstream_attempt).or_else(|| addrs.first()) else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "upstream has no address",
+            ));
+        };
         let limits = &rt.config.server.limits;
-        let mut peer = HttpPeer::new(up.addr, up.tls, up.sni.clone());
+        let mut peer = HttpPeer::new(*addr, up.tls, up.sni.clone());
         peer.options.connection_timeout = Some(limits.upstream_connect_timeout);
         peer.options.read_timeout = Some(limits.upstream_read_timeout);
         peer.options.idle_timeout = Some(Duration::from_secs(60));
@@ -431,6 +450,25 @@ impl ProxyHttp for Proxy {
     }
 
     /// Upstream failures become JSON 502/504 answers; other failures keep pingora's status.
+    /// A connection to one of the upstream's addresses failed: the next address is tried (pingora
+    /// calls `upstream_peer` again), in the order the resolver gave them.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        match resolver::next_attempt(ctx.upstream_attempt, ctx.upstream_addrs) {
+            Some(next) => {
+                ctx.upstream_attempt = next;
+                e.set_retry(true);
+            }
+            None => e.set_retry(false),
+        }
+        e
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
