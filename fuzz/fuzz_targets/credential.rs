@@ -117,11 +117,16 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(parts[1], c.value);
                 }
             }
+            // A Bearer fallback only rides with a cookie, from exactly one well-formed header.
+            if let Some(b) = c.bearer {
+                assert_eq!(c.kind, CredentialKind::Cookie);
+                assert_eq!(auths.len(), 1);
+                let line = std::str::from_utf8(auths[0]).expect("bearer came from UTF-8");
+                assert_eq!(line.split(' ').nth(1), Some(b), "fallback from {line:?}");
+                assert!(!c.cacheable());
+            }
             // Cache keys: deterministic, kind-separated, and never the value itself.
-            let same = Credential {
-                kind: c.kind,
-                value: c.value,
-            };
+            let same = *c;
             assert_eq!(c.cache_key(), same.cache_key());
             for other in [
                 CredentialKind::Token,
@@ -129,10 +134,7 @@ fuzz_target!(|data: &[u8]| {
                 CredentialKind::Bearer,
             ] {
                 if other != c.kind {
-                    let o = Credential {
-                        kind: other,
-                        value: c.value,
-                    };
+                    let o = Credential { kind: other, ..*c };
                     assert_ne!(c.cache_key(), o.cache_key());
                 }
             }
@@ -143,8 +145,9 @@ fuzz_target!(|data: &[u8]| {
                 let shown = format!("{c:?} {:?}", c.cache_key());
                 let other_value = "\u{1}".repeat(c.value.len());
                 let other = Credential {
-                    kind: c.kind,
                     value: &other_value,
+                    bearer: None,
+                    ..*c
                 };
                 let baseline = format!("{other:?}");
                 if !baseline.contains(c.value) {
