@@ -2403,5 +2403,15 @@ async fn content_length_with_transfer_encoding_is_refused() {
             "{order}: CL + TE must be refused, got: {answer}"
         );
     }
+    // also while draining (after SIGTERM, before the listeners close)
+    w.proxy.shared.start_draining();
+    let addr = w.proxy.addr;
+    let answer = tokio::task::block_in_place(|| {
+        raw(
+            addr,
+            b"POST /public/x HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        )
+    });
+    assert_eq!(status_of(&answer), 400, "draining: {answer}");
     assert_eq!(w.upstream.count(), 0, "{:?}", w.upstream.requests());
 }

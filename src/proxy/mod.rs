@@ -81,7 +81,7 @@ impl Proxy {
         {
             return Err(GateError::HeadersTooLarge);
         }
-        if had_content_length_and_transfer_encoding(session, req) && !self.shared.is_draining() {
+        if had_content_length_and_transfer_encoding(session, req) {
             return Err(GateError::AmbiguousFraming);
         }
         let target = canonicalize(req.raw_path())?;
