@@ -53,6 +53,10 @@ pub enum GateError {
     UpstreamUnreachable,
     #[error("the upstream did not answer in time")]
     UpstreamTimeout,
+    /// Any other failure pingora reports while proxying (a request it could not read, an internal
+    /// error), with the status it chose: still a Kratos-style JSON answer.
+    #[error("the request could not be proxied")]
+    Proxy { status: u16 },
 }
 
 impl GateError {
@@ -82,6 +86,7 @@ impl GateError {
             GateError::KratosUnavailable { .. } => 503,
             GateError::UpstreamUnreachable => 502,
             GateError::UpstreamTimeout => 504,
+            GateError::Proxy { status } => *status,
         }
     }
 
@@ -105,6 +110,7 @@ impl GateError {
             GateError::BadRequestBody => "bad_request_body",
             GateError::UpstreamUnreachable => "upstream_unreachable",
             GateError::UpstreamTimeout => "upstream_timeout",
+            GateError::Proxy { .. } => "proxy_error",
         }
     }
 
@@ -201,6 +207,10 @@ fn message(e: &GateError) -> &'static str {
         GateError::UpstreamUnreachable | GateError::UpstreamTimeout => {
             "The service behind this proxy did not answer"
         }
+        GateError::Proxy { status } if *status < 500 => {
+            "The request was malformed or contained invalid parameters"
+        }
+        GateError::Proxy { .. } => "An internal error occurred",
     }
 }
 

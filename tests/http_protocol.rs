@@ -111,3 +111,29 @@ async fn expect_100_continue_is_answered_before_the_edge_reads_the_body() {
         "the 100, then the final answer: {all}"
     );
 }
+
+/// A request pingora cannot proxy (here: a chunked body that is not chunked) is answered from the
+/// one error mapping: a Kratos-style JSON 400, not pingora's plain error page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_pingora_cannot_proxy_gets_a_json_answer() {
+    let up = EchoUpstream::start().await;
+    let proxy = TestProxy::start(&format!(
+        "[kratos]\npublic_url = \"http://127.0.0.1:9\"\n[[routes]]\nname = \"public\"\npath_prefix = \"/public\"\nupstream = \"{}\"\nauth = \"anonymous\"\n",
+        up.url()
+    ));
+    let addr = proxy.addr;
+    let answer = tokio::task::spawn_blocking(move || {
+        raw(
+            addr,
+            b"POST /public/x HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nnot a chunk\r\n\r\n",
+        )
+    })
+    .await
+    .expect("raw");
+    assert_eq!(status_of(&answer), 400, "{answer}");
+    let (head, body) = split(&answer);
+    assert!(head.contains("content-type: application/json"), "{head}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON body");
+    assert_eq!(v["error"]["code"], 400, "{v}");
+    assert!(v["error"]["request"].is_string(), "{v}");
+}

@@ -496,14 +496,15 @@ impl ProxyHttp for Proxy {
             }
         }
         if code > 0 && session.response_written().is_none() {
-            match &gate_error {
-                Some(g) => {
-                    let _ = self.respond(session, ctx, g).await;
-                }
-                None => {
-                    let _ = session.respond_error(code).await;
-                }
-            }
+            // every answer sessiongate gives comes from the one GateError mapping
+            let answer = gate_error.unwrap_or(GateError::Proxy {
+                status: if (400..600).contains(&code) {
+                    code
+                } else {
+                    500
+                },
+            });
+            let _ = self.respond(session, ctx, &answer).await;
         }
         FailToProxy {
             error_code: code,
