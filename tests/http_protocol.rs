@@ -137,3 +137,26 @@ async fn a_request_pingora_cannot_proxy_gets_a_json_answer() {
     assert_eq!(v["error"]["code"], 400, "{v}");
     assert!(v["error"]["request"].is_string(), "{v}");
 }
+
+/// RFC 9112 §3.2: an HTTP/1.1 request without `Host` is a 400; HTTP/1.0 may omit it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http11_without_host_is_400_and_http10_without_host_passes() {
+    let up = EchoUpstream::start().await;
+    let proxy = TestProxy::start(&format!(
+        "[kratos]\npublic_url = \"http://127.0.0.1:9\"\n[[routes]]\nname = \"public\"\npath_prefix = \"/public\"\nupstream = \"{}\"\nauth = \"anonymous\"\n",
+        up.url()
+    ));
+    let addr = proxy.addr;
+    let (v11, v10) = tokio::task::spawn_blocking(move || {
+        (
+            raw(addr, b"GET /public/x HTTP/1.1\r\nConnection: close\r\n\r\n"),
+            raw(addr, b"GET /public/x HTTP/1.0\r\n\r\n"),
+        )
+    })
+    .await
+    .expect("raw");
+    assert_eq!(status_of(&v11), 400, "{v11}");
+    assert!(split(&v11).1.contains("\"code\":400"), "{v11}");
+    assert_eq!(status_of(&v10), 200, "{v10}");
+    assert_eq!(up.count(), 1);
+}

@@ -127,6 +127,11 @@ pub struct Route {
     pub edge: Option<Arc<EdgeRoute>>,
 }
 
+/// The most headers pingora's HTTP/1 parser reads (`MAX_HEADERS`).
+pub const PARSER_MAX_HEADERS: usize = 256;
+/// The largest request header block pingora's HTTP/1 parser reads (`MAX_HEADER_SIZE`).
+pub const PARSER_MAX_HEADER_BYTES: usize = 1_048_575;
+
 struct Issues(Vec<ConfigIssue>);
 
 impl Issues {
@@ -184,11 +189,20 @@ pub(super) fn compile(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
         &mut issues,
         true,
     );
-    if raw.server.max_request_header_bytes < 1024 {
-        issues.push("server.max_request_header_bytes", "must be at least 1024");
+    // pingora's HTTP/1 parser refuses more than 256 headers or 1 MiB - 1 of header block itself,
+    // with a bare 400 before any hook runs (pingora-core 0.9, protocols/http/v1/common.rs): a
+    // limit above those could never answer its 431.
+    if !(1024..=PARSER_MAX_HEADER_BYTES).contains(&raw.server.max_request_header_bytes) {
+        issues.push(
+            "server.max_request_header_bytes",
+            format!("must be between 1024 and {PARSER_MAX_HEADER_BYTES} (pingora's parser limit)"),
+        );
     }
-    if raw.server.max_request_headers == 0 {
-        issues.push("server.max_request_headers", "must be at least 1");
+    if !(1..=PARSER_MAX_HEADERS).contains(&raw.server.max_request_headers) {
+        issues.push(
+            "server.max_request_headers",
+            format!("must be between 1 and {PARSER_MAX_HEADERS} (pingora's parser limit)"),
+        );
     }
     positive(
         raw.server.upstream_connect_timeout,
@@ -869,6 +883,33 @@ auth = "anonymous"
 "#,
         );
         assert!(issues(&text).is_empty(), "{:?}", issues(&text));
+    }
+
+    #[test]
+    fn header_limits_beyond_the_parser_are_refused() {
+        let text = base(
+            r#"
+[server]
+max_request_headers = 300
+max_request_header_bytes = 2000000
+[[routes]]
+name = "a"
+path = "/x"
+upstream = "http://127.0.0.1:1"
+auth = "anonymous"
+"#,
+        );
+        let got = issues(&text);
+        assert!(
+            got.iter()
+                .any(|s| s.starts_with("server.max_request_headers: must be between 1 and 256")),
+            "{got:?}"
+        );
+        assert!(
+            got.iter().any(|s| s
+                .starts_with("server.max_request_header_bytes: must be between 1024 and 1048575")),
+            "{got:?}"
+        );
     }
 
     #[test]

@@ -91,7 +91,13 @@ pub fn from_str_with_env(
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, ConfigError> {
     let mut value: toml::Value = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-        path: origin.to_string(),
+        path: match e.span() {
+            Some(span) => {
+                let (line, column) = line_column(text, span.start);
+                format!("{origin}:{line}:{column}")
+            }
+            None => origin.to_string(),
+        },
         message: e.message().to_string(),
     })?;
     let mut issues = Vec::new();
@@ -120,6 +126,14 @@ pub fn from_str_with_env(
         }])
     })?;
     compile::compile(raw).map_err(ConfigError::Invalid)
+}
+
+/// 1-based line and column (in characters) of byte offset `at` in `text`.
+fn line_column(text: &str, at: usize) -> (usize, usize) {
+    let before = &text[..at.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
 }
 
 /// Sets one key of the TOML tree from an environment variable (`KRATOS__PUBLIC_URL`).
@@ -232,8 +246,12 @@ auth = "session"
     }
 
     #[test]
-    fn syntax_errors_are_reported() {
+    fn syntax_errors_are_reported_with_line_and_column() {
         let err = from_str("[kratos\n").expect_err("syntax");
         assert!(matches!(err, ConfigError::Syntax { .. }));
+        let err =
+            from_str("[kratos]\npublic_url = \"http://x\"\ntimeout = 5s\n").expect_err("syntax");
+        let text = err.to_string();
+        assert!(text.starts_with("config:3:"), "{text}");
     }
 }

@@ -576,6 +576,10 @@ fn had_content_length_and_transfer_encoding(session: &Session, req: &RequestHead
 fn request_host(req: &RequestHeader) -> Result<Option<String>, GateError> {
     let mut hosts = req.headers.get_all(HOST).iter();
     let raw = match (hosts.next(), hosts.next()) {
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400 (HTTP/1.0 may omit it)
+        (None, _) if req.version == http::Version::HTTP_11 && req.uri.host().is_none() => {
+            return Err(GateError::BadHost)
+        }
         (None, _) => return Ok(req.uri.host().map(str::to_ascii_lowercase)),
         (Some(_), Some(_)) => return Err(GateError::BadHost),
         (Some(v), None) => v.as_bytes(),
