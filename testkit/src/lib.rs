@@ -29,5 +29,5 @@ pub use echo::{EchoUpstream, EchoedRequest};
 pub use kratos::{
     session_json, session_json_at, Behavior, KratosDouble, RecordedRequest, SessionSpec,
 };
-pub use loginui::LoginUi;
+pub use loginui::{LoginUi, UiRequest};
 pub use oidc::{OidcProvider, OidcUser};

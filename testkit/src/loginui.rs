@@ -14,7 +14,7 @@
 //! Kratos wrote it (its `serve.public.base_url` is the public origin) when fetched directly.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
@@ -30,11 +30,28 @@ struct State {
     /// The public origin + edge prefix, for the "start a flow" redirects (`http://app/.ory`).
     public_kratos: String,
     http: reqwest::Client,
+    seen: Mutex<Vec<UiRequest>>,
+}
+
+/// One request the UI received: its target and headers (names in lower case).
+#[derive(Debug, Clone)]
+pub struct UiRequest {
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl UiRequest {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let found = self.headers.iter().find(|(k, _)| k == name);
+        found.map(|(_, v)| v.as_str())
+    }
 }
 
 /// The running UI server. Stops when dropped (with its runtime).
 pub struct LoginUi {
     addr: SocketAddr,
+    state: Arc<State>,
     _running: Running,
 }
 
@@ -46,7 +63,16 @@ impl LoginUi {
         kratos: &str,
         public_kratos: &str,
     ) -> std::io::Result<LoginUi> {
-        let listener = server::bind(addr)?;
+        Self::serve(server::bind(addr)?, kratos, public_kratos)
+    }
+
+    /// Serves on a listener bound beforehand (when the proxy in front must know the UI's address
+    /// before Kratos, and so the UI's `kratos`, exists).
+    pub fn serve(
+        listener: tokio::net::TcpListener,
+        kratos: &str,
+        public_kratos: &str,
+    ) -> std::io::Result<LoginUi> {
         let addr = listener.local_addr()?;
         let http = reqwest::Client::builder()
             .no_proxy()
@@ -57,14 +83,26 @@ impl LoginUi {
             kratos: kratos.trim_end_matches('/').to_owned(),
             public_kratos: public_kratos.trim_end_matches('/').to_owned(),
             http,
+            seen: Mutex::new(Vec::new()),
         });
+        let handler_state = Arc::clone(&state);
         let running = server::serve(listener, move |req, _ctx: ConnCtx| {
-            handle(Arc::clone(&state), req)
+            handle(Arc::clone(&handler_state), req)
         });
         Ok(LoginUi {
             addr,
+            state,
             _running: running,
         })
+    }
+
+    /// The requests received whose target starts with `prefix`.
+    pub fn requests(&self, prefix: &str) -> Vec<UiRequest> {
+        let all = self.state.seen.lock().unwrap_or_else(|e| e.into_inner());
+        all.iter()
+            .filter(|r| r.target.starts_with(prefix))
+            .cloned()
+            .collect()
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -74,6 +112,27 @@ impl LoginUi {
 }
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let seen = UiRequest {
+        target: req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| req.uri().path().to_owned(), |pq| pq.as_str().to_owned()),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+    };
+    state
+        .seen
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(seen);
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     let param = |name: &str| {
@@ -159,7 +218,8 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                 StatusCode::OK,
                 "app",
                 &format!(
-                    "<h1>Signed in</h1>\n<p>Identity headers sessiongate forwarded to this page:</p>\n<table>\n{rows}</table>\n<p><a href=\"{}/self-service/logout/browser\">Log out (JSON with the logout URL)</a></p>",
+                    "<h1 id=\"greeting\">Signed in as {}</h1>\n<p>Identity headers sessiongate forwarded to this page:</p>\n<table>\n{rows}</table>\n<p><a href=\"{}/self-service/logout/browser\">Log out (JSON with the logout URL)</a></p>",
+                    esc(req.headers().get("x-user-email").and_then(|v| v.to_str().ok()).unwrap_or("(no e-mail)")),
                     state.public_kratos
                 ),
             )
@@ -197,6 +257,7 @@ pub fn render_flow(kind: &str, flow: &Value) -> String {
             "Sign up"
         }
     );
+    // `novalidate`: a provider button submits without the password fields (Kratos validates)
     for m in ui["messages"].as_array().into_iter().flatten() {
         html.push_str(&format!(
             "<p class=\"message\">{}</p>\n",
@@ -204,7 +265,7 @@ pub fn render_flow(kind: &str, flow: &Value) -> String {
         ));
     }
     html.push_str(&format!(
-        "<form id=\"flow\" method=\"{}\" action=\"{}\">\n",
+        "<form id=\"flow\" method=\"{}\" action=\"{}\" novalidate>\n",
         esc(ui["method"].as_str().unwrap_or("POST")),
         esc(ui["action"].as_str().unwrap_or(""))
     ));

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use fantoccini::wd::{Capabilities, WebDriverCompatibleCommand};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use sessiongate_testkit::LoginUi;
 use tokio::net::TcpListener;
 use url::Url;
 
@@ -182,84 +182,6 @@ async fn requests_sent(c: &Client) -> Vec<Sent> {
 // ---------------------------------------------------------------------------------------------
 // The application: login page and a signed-in page
 
-/// One request the application received (through sessiongate).
-#[derive(Debug, Clone)]
-struct Seen {
-    target: String,
-    headers: Vec<(String, String)>,
-}
-
-impl Seen {
-    fn header(&self, name: &str) -> Option<&str> {
-        let found = self.headers.iter().find(|(k, _)| k == name);
-        found.map(|(_, v)| v.as_str())
-    }
-}
-
-/// The test's application on a loopback port (HTTP/1.1, one request per connection):
-/// `GET /ui/login?flow=ID` fetches the flow from Kratos (with the browser's cookies, for Kratos's
-/// CSRF check) and renders it as a form; `GET /ui/error?id=ID` shows a Kratos error; `GET /app/...`
-/// shows the identity headers. Every request is recorded.
-struct App {
-    seen: Arc<Mutex<Vec<Seen>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl App {
-    fn serve(listener: TcpListener, kratos_public: String) -> App {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = Arc::clone(&seen);
-        let task = tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                let (kratos, log) = (kratos_public.clone(), Arc::clone(&log));
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match sock.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let head = String::from_utf8_lossy(&buf).into_owned();
-                    let mut lines = head.split("\r\n");
-                    let first = lines.next().unwrap_or_default();
-                    let target = first.split(' ').nth(1).unwrap_or("/").to_owned();
-                    let headers = lines
-                        .take_while(|l| !l.is_empty())
-                        .filter_map(|l| l.split_once(':'))
-                        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-                        .collect();
-                    let seen = Seen { target, headers };
-                    log.lock().unwrap().push(seen.clone());
-                    let (status, body) = page(&kratos, &seen).await;
-                    let answer = format!(
-                        "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\n\
-                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = sock.write_all(answer.as_bytes()).await;
-                    let _ = sock.shutdown().await;
-                });
-            }
-        });
-        App { seen, task }
-    }
-
-    /// The requests for paths starting with `prefix`.
-    fn seen(&self, prefix: &str) -> Vec<Seen> {
-        let all = self.seen.lock().unwrap();
-        let mine = all.iter().filter(|s| s.target.starts_with(prefix));
-        mine.cloned().collect()
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// sessiongate routes for the application at `app`.
 fn app_routes(app: &str) -> String {
     format!(
@@ -284,90 +206,11 @@ on_unauthenticated = "redirect"
     )
 }
 
-/// HTML-escapes text and attribute values.
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 /// The query parameter `name` of a URL or request target.
 fn query_param(target: &str, name: &str) -> Option<String> {
     let url = Url::parse("http://x").ok()?.join(target).ok()?;
     let found = url.query_pairs().find(|(k, _)| k == name);
     found.map(|(_, v)| v.into_owned())
-}
-
-/// The application's answer to one request: the status and the HTML.
-async fn page(kratos: &str, rq: &Seen) -> (&'static str, String) {
-    let path = rq.target.split('?').next().unwrap_or_default();
-    if path.starts_with("/app") {
-        let h = |n: &str| esc(rq.header(n).unwrap_or("(none)"));
-        let (email, id, session) = (h("x-user-email"), h("x-user-id"), h("x-session-id"));
-        let html = format!(
-            "<!doctype html><title>Dashboard</title><h1 id=\"greeting\">Signed in as {email}</h1>\
-             <dl><dt>X-User-Email</dt><dd id=\"x-user-email\">{email}</dd>\
-             <dt>X-User-Id</dt><dd id=\"x-user-id\">{id}</dd>\
-             <dt>X-Session-Id</dt><dd id=\"x-session-id\">{session}</dd></dl>"
-        );
-        return ("200 OK", html);
-    }
-    let (api, param) = match path {
-        "/ui/login" => ("/self-service/login/flows", "flow"),
-        "/ui/error" => ("/self-service/errors", "id"),
-        _ => return ("404 Not Found", "not found".into()),
-    };
-    let id = query_param(&rq.target, param).unwrap_or_default();
-    let r = client()
-        .get(format!("{kratos}{api}?id={id}"))
-        .header("Cookie", rq.header("cookie").unwrap_or_default())
-        .header("Accept", "application/json")
-        .send()
-        .await;
-    let (status, json) = match r {
-        Ok(r) => (r.status().as_u16(), r.json().await.unwrap_or_default()),
-        Err(e) => (0, json!(e.to_string())),
-    };
-    match (path, status) {
-        ("/ui/login", 200) => ("200 OK", login_form(&json)),
-        _ => (
-            "200 OK",
-            format!(
-                "<pre id=\"kratos\">{status} {}</pre>",
-                esc(&json.to_string())
-            ),
-        ),
-    }
-}
-
-/// A minimal social sign-in page for a Kratos login flow: the form posts to `ui.action` (already
-/// on the custom domain) with the hidden inputs (`csrf_token`) and one button per OIDC provider.
-fn login_form(flow: &Value) -> String {
-    let ui = &flow["ui"];
-    let mut fields = String::new();
-    for node in ui["nodes"].as_array().into_iter().flatten() {
-        let a = &node["attributes"];
-        let name = esc(a["name"].as_str().unwrap_or_default());
-        let value = esc(a["value"].as_str().unwrap_or_default());
-        match (a["type"].as_str(), node["group"].as_str()) {
-            (Some("hidden"), _) => fields.push_str(&format!(
-                "<input type=\"hidden\" name=\"{name}\" value=\"{value}\">"
-            )),
-            (Some("submit"), Some("oidc")) => fields.push_str(&format!(
-                "<button type=\"submit\" id=\"provider-{value}\" name=\"{name}\" \
-                 value=\"{value}\">{}</button>",
-                esc(node["meta"]["label"]["text"].as_str().unwrap_or_default()),
-            )),
-            _ => {}
-        }
-    }
-    format!(
-        "<!doctype html><title>Sign in</title><h1>Sign in</h1>\
-         <form id=\"login\" method=\"{}\" action=\"{}\" novalidate>{fields}</form>",
-        esc(ui["method"].as_str().unwrap_or("POST")),
-        esc(ui["action"].as_str().unwrap_or_default()),
-    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -413,7 +256,9 @@ impl WarnLog {
 }
 
 /// A stack with the application's routes, the application serving, and a Chromium session.
-async fn start(opts: StackOpts) -> (OryStack, App, ChromeDriver, Client) {
+/// The application: testkit's [`LoginUi`] (renders Kratos's login flow as a form, shows the
+/// identity headers on `/app/...`, records every request it gets).
+async fn start(opts: StackOpts) -> (OryStack, LoginUi, ChromeDriver, Client) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind app");
     let app_url = format!("http://{}", listener.local_addr().expect("app addr"));
     let extra_routes = app_routes(&app_url);
@@ -422,7 +267,7 @@ async fn start(opts: StackOpts) -> (OryStack, App, ChromeDriver, Client) {
         ..opts
     })
     .await;
-    let app = App::serve(listener, stack.kratos_public.clone());
+    let app = LoginUi::serve(listener, &stack.kratos_public, &stack.kratos_base).expect("login UI");
     let driver = ChromeDriver::start();
     let browser = driver.session().await;
     (stack, app, driver, browser)
@@ -435,14 +280,14 @@ async fn at(c: &Client) -> String {
 
 /// Chromium opens `/app/dashboard` signed out (sessiongate's redirect mode sends it through
 /// Kratos's browser login on the custom domain to the login page) and clicks the `hydra` button.
-async fn sign_in_with_hydra(stack: &OryStack, app: &App, c: &Client) {
+async fn sign_in_with_hydra(stack: &OryStack, app: &LoginUi, c: &Client) {
     c.goto(&stack.at("/app/dashboard")).await.expect("goto");
     let here = at(c).await;
     let page = c.source().await.unwrap_or_default();
     let login_page = stack.at("/ui/login?flow=");
     assert!(here.starts_with(&login_page), "{here}: {page}");
-    assert!(app.seen("/app").is_empty(), "app reached signed out");
-    let form = c.find(Locator::Id("login")).await.expect("login form");
+    assert!(app.requests("/app").is_empty(), "app reached signed out");
+    let form = c.find(Locator::Id("flow")).await.expect("login form");
     let action = form.attr("action").await.unwrap().unwrap_or_default();
     let expected = format!("{}/self-service/login?flow=", stack.kratos_base);
     assert!(action.starts_with(&expected), "{action}");
@@ -497,11 +342,11 @@ async fn chromium_signs_in_with_hydra_through_the_edge() {
     assert_eq!(text("greeting").await, format!("Signed in as {EMAIL}"));
     assert_eq!(text("x-user-email").await, EMAIL);
     let (identity_id, session_id) = (text("x-user-id").await, text("x-session-id").await);
-    let app_hits = app.seen("/app");
+    let app_hits = app.requests("/app");
     assert_eq!(app_hits.len(), 1, "{app_hits:?}");
     assert_eq!(app_hits[0].target, "/app/dashboard");
     assert_eq!(app_hits[0].header("x-user-email"), Some(EMAIL));
-    let ui_hits = app.seen("/ui/");
+    let ui_hits = app.requests("/ui/");
     assert_eq!(ui_hits.len(), 1, "no error page: {ui_hits:?}");
     let ui_cookies = ui_hits[0].header("cookie").unwrap_or_default();
     assert!(ui_cookies.contains("csrf_token_"), "{ui_cookies}");
@@ -615,7 +460,7 @@ async fn an_internal_base_redirect_uri_is_reported_and_refused_by_hydra() {
     let page = c.source().await.unwrap();
     assert!(page.contains("redirect_uri"), "{page}");
     assert!(c.get_named_cookie("ory_kratos_session").await.is_err());
-    assert!(app.seen("/app").is_empty(), "never signed in");
+    assert!(app.requests("/app").is_empty(), "never signed in");
     let sent = requests_sent(&c).await;
     let to_hydra = sent
         .iter()
