@@ -2,9 +2,12 @@
 //! (a Kubernetes Service, a DNS failover) is followed, and one that does not resolve yet does not
 //! stop sessiongate from starting.
 //!
-//! - Answers are kept for [`REFRESH`]; the next request after that resolves again.
-//! - When a lookup fails, the last answer is used while it is younger than [`STALE_FOR`]
-//!   (a resolver hiccup is not an outage).
+//! - Answers are used for [`REFRESH`]; after that the next request still gets the last answer at
+//!   once and starts one lookup in the background (requests never wait for a refresh, and many
+//!   requests make one lookup). Only a name with no usable answer is looked up inline.
+//! - When lookups fail, the last answer is used while it is younger than [`STALE_FOR`]
+//!   (a resolver hiccup is not an outage); after that the name's requests fail (502).
+//! - The per-request path is a mutex and a map lookup by `&str`: no allocation.
 //! - Every address is tried in the order the system resolver gave them: a connection that fails
 //!   moves on to the next one ([`next_attempt`]).
 //!
@@ -24,12 +27,15 @@ pub const STALE_FOR: Duration = Duration::from_secs(300);
 struct Answer {
     addrs: Arc<[SocketAddr]>,
     at: Instant,
+    /// A background lookup for this name is under way.
+    refreshing: bool,
 }
 
 /// A small cache of upstream name lookups, shared by all requests of a runtime.
 #[derive(Default)]
 pub struct Resolver {
-    answers: Mutex<HashMap<(String, u16), Answer>>,
+    /// host -> (port, answer); few hosts, fewer ports each.
+    answers: Mutex<HashMap<String, Vec<(u16, Answer)>>>,
 }
 
 /// Why an upstream has no address.
@@ -47,48 +53,87 @@ impl Resolver {
     }
 
     /// The addresses of `host:port`, in the resolver's order.
-    pub async fn addrs(&self, host: &str, port: u16) -> Result<Arc<[SocketAddr]>, ResolveError> {
+    pub async fn addrs(
+        self: &Arc<Self>,
+        host: &str,
+        port: u16,
+    ) -> Result<Arc<[SocketAddr]>, ResolveError> {
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(Arc::from([SocketAddr::new(ip, port)]));
         }
-        let key = (host.to_owned(), port);
-        let cached = self.cached(&key);
-        if let Some(a) = &cached {
-            if a.at.elapsed() < REFRESH {
-                return Ok(Arc::clone(&a.addrs));
-            }
+        if let Some(addrs) = self.usable(host, port) {
+            return Ok(addrs);
         }
-        match tokio::net::lookup_host((host, port)).await {
-            Ok(found) => {
-                let addrs: Arc<[SocketAddr]> = found.collect::<Vec<_>>().into();
-                if addrs.is_empty() {
-                    return stale_or(cached, ResolveError::Empty(host.to_owned()));
+        let found = lookup(host, port).await?;
+        self.store(host, port, Arc::clone(&found));
+        Ok(found)
+    }
+
+    /// A cached answer that may be used now; starts a background refresh when it is due.
+    fn usable(self: &Arc<Self>, host: &str, port: u16) -> Option<Arc<[SocketAddr]>> {
+        let mut map = self.answers.lock().ok()?;
+        let (_, a) = map.get_mut(host)?.iter_mut().find(|(p, _)| *p == port)?;
+        let age = a.at.elapsed();
+        if age < REFRESH {
+            return Some(Arc::clone(&a.addrs));
+        }
+        if age >= STALE_FOR {
+            return None;
+        }
+        if !a.refreshing {
+            a.refreshing = true;
+            let (me, host) = (Arc::clone(self), host.to_owned());
+            tokio::spawn(async move {
+                match lookup(&host, port).await {
+                    Ok(found) => me.store(&host, port, found),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "upstream lookup failed; using its last answer");
+                        me.done_refreshing(&host, port);
+                    }
                 }
-                let answer = Answer {
-                    addrs: Arc::clone(&addrs),
-                    at: Instant::now(),
-                };
-                if let Ok(mut m) = self.answers.lock() {
-                    m.insert(key, answer);
-                }
-                Ok(addrs)
+            });
+        }
+        Some(Arc::clone(&a.addrs))
+    }
+
+    fn store(&self, host: &str, port: u16, addrs: Arc<[SocketAddr]>) {
+        let answer = Answer {
+            addrs,
+            at: Instant::now(),
+            refreshing: false,
+        };
+        if let Ok(mut map) = self.answers.lock() {
+            let ports = map.entry(host.to_owned()).or_default();
+            match ports.iter_mut().find(|(p, _)| *p == port) {
+                Some((_, a)) => *a = answer,
+                None => ports.push((port, answer)),
             }
-            Err(e) => stale_or(cached, ResolveError::Lookup(host.to_owned(), e.to_string())),
         }
     }
 
-    fn cached(&self, key: &(String, u16)) -> Option<Answer> {
-        self.answers.lock().ok()?.get(key).cloned()
+    fn done_refreshing(&self, host: &str, port: u16) {
+        if let Ok(mut map) = self.answers.lock() {
+            if let Some((_, a)) = map
+                .get_mut(host)
+                .and_then(|ports| ports.iter_mut().find(|(p, _)| *p == port))
+            {
+                a.refreshing = false;
+            }
+        }
     }
 }
 
-fn stale_or(cached: Option<Answer>, err: ResolveError) -> Result<Arc<[SocketAddr]>, ResolveError> {
-    match cached {
-        Some(a) if a.at.elapsed() < STALE_FOR => {
-            tracing::warn!(error = %err, "upstream lookup failed; using its last answer");
-            Ok(a.addrs)
+async fn lookup(host: &str, port: u16) -> Result<Arc<[SocketAddr]>, ResolveError> {
+    match tokio::net::lookup_host((host, port)).await {
+        Ok(found) => {
+            let addrs: Arc<[SocketAddr]> = found.collect::<Vec<_>>().into();
+            if addrs.is_empty() {
+                Err(ResolveError::Empty(host.to_owned()))
+            } else {
+                Ok(addrs)
+            }
         }
-        _ => Err(err),
+        Err(e) => Err(ResolveError::Lookup(host.to_owned(), e.to_string())),
     }
 }
 
@@ -112,7 +157,7 @@ mod tests {
 
     #[tokio::test]
     async fn literals_are_not_looked_up_and_names_are_cached() {
-        let r = Resolver::new();
+        let r = Arc::new(Resolver::new());
         assert_eq!(
             &*r.addrs("127.0.0.1", 80).await.expect("literal"),
             &["127.0.0.1:80".parse::<SocketAddr>().expect("addr")]
@@ -137,22 +182,73 @@ mod tests {
         ));
     }
 
-    #[tokio::test]
-    async fn a_failed_lookup_uses_a_recent_answer() {
-        let r = Resolver::new();
+    fn put(r: &Resolver, host: &str, port: u16, age: Duration) -> Arc<[SocketAddr]> {
         let addrs: Arc<[SocketAddr]> =
             Arc::from(["127.0.0.9:80".parse::<SocketAddr>().expect("a")]);
         r.answers.lock().expect("lock").insert(
-            ("no-such-host.invalid".into(), 80),
-            Answer {
-                addrs: Arc::clone(&addrs),
-                at: Instant::now() - REFRESH - Duration::from_secs(1),
-            },
+            host.into(),
+            vec![(
+                port,
+                Answer {
+                    addrs: Arc::clone(&addrs),
+                    at: Instant::now() - age,
+                    refreshing: false,
+                },
+            )],
+        );
+        addrs
+    }
+
+    #[tokio::test]
+    async fn a_due_refresh_answers_at_once_with_the_last_answer_and_looks_up_in_the_background() {
+        let r = Arc::new(Resolver::new());
+        let old = put(
+            &r,
+            "no-such-host.invalid",
+            80,
+            REFRESH + Duration::from_secs(1),
         );
         let got = r
             .addrs("no-such-host.invalid", 80)
             .await
-            .expect("stale answer");
-        assert!(Arc::ptr_eq(&got, &addrs));
+            .expect("last answer");
+        assert!(Arc::ptr_eq(&got, &old));
+        // one background lookup at a time
+        let refreshing = r.answers.lock().expect("lock")["no-such-host.invalid"][0]
+            .1
+            .refreshing;
+        assert!(refreshing);
+        // the failed lookup keeps the last answer and allows the next refresh
+        for _ in 0..100 {
+            if !r.answers.lock().expect("lock")["no-such-host.invalid"][0]
+                .1
+                .refreshing
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            !r.answers.lock().expect("lock")["no-such-host.invalid"][0]
+                .1
+                .refreshing
+        );
+        let again = r
+            .addrs("no-such-host.invalid", 80)
+            .await
+            .expect("still the last answer");
+        assert!(Arc::ptr_eq(&again, &old));
+    }
+
+    #[tokio::test]
+    async fn an_answer_older_than_stale_for_is_not_used() {
+        let r = Arc::new(Resolver::new());
+        put(
+            &r,
+            "no-such-host.invalid",
+            80,
+            STALE_FOR + Duration::from_secs(1),
+        );
+        assert!(r.addrs("no-such-host.invalid", 80).await.is_err());
     }
 }
