@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/prereqs.sh
+# A clean build of everything below takes a few GB of disk; show what is free, for a failed run's log.
+df -h . | tail -1 | awk '{print "disk free here: " $4}'
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The real Ory stack (tests/real_ory): Kratos and Hydra built from the Go module proxy (minutes the
