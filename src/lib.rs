@@ -10,6 +10,7 @@
 //! | module | concept |
 //! |---|---|
 //! | [`config`] | TOML schema, environment overrides, validation into a typed [`config::Config`] |
+//! | [`admission`] | the request pipeline as plain code: framing, `Host`, path, route, credential, session, policy -> forward or answer |
 //! | [`path`] | canonical request paths (the one spelling used for matching and forwarding) |
 //! | [`routing`] | the route table and its precedence |
 //! | [`resolver`] | upstream names resolved at run time, every address tried in order |
@@ -30,6 +31,7 @@
 //! The binary (`src/main.rs`) only parses the command line, sets up logging and calls [`server`].
 
 pub mod admin;
+pub mod admission;
 pub mod config;
 pub mod credential;
 pub mod edge;

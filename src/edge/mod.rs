@@ -9,8 +9,9 @@
 //! | file | concern | hook that calls it |
 //! |---|---|---|
 //! | [`rewrite`] | request path under the prefix -> Kratos path; `Location`, `Set-Cookie` and body rewriting | `upstream_request_filter`, `response_filter`, `response_body_filter` |
-//! | [`returnto`] | the `return_to` allow-list, checked before Kratos sees the request | `request_filter` (query), `request_body_filter` (form / JSON body) |
+//! | [`returnto`] | the `return_to` allow-list, checked before Kratos sees the request | `request_filter` (query), `request_filter` (form / JSON body, read before forwarding) |
 //! | [`oidc`] | detecting a provider `redirect_uri` that does not point at the public origin | `response_filter` (303) / body of a 422 |
+//! | [`request`] | the plan of an edge request: `return_to` in the query, Kratos's path, what to read of the body | `request_filter` (through [`crate::admission`]) |
 //! | [`purge`] | which requests/responses end or change a session, so the cache is purged | `request_filter` + after the response |
 //! | [`ory`] | Ory Network custom-domain headers | `upstream_request_filter` |
 //!
@@ -43,6 +44,7 @@
 pub mod oidc;
 pub mod ory;
 pub mod purge;
+pub mod request;
 pub mod returnto;
 pub mod rewrite;
 

@@ -5,21 +5,20 @@ use bytes::{Bytes, BytesMut};
 use http::header::{
     ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION, SET_COOKIE,
 };
-use http::{HeaderValue, Method};
+use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::Result;
 use serde_json::Value;
 
 use crate::credential::{CacheKey, Credential, CredentialKind};
 use crate::edge::purge::session_cookie_set;
-use crate::edge::returnto::{return_to_in_form, return_to_in_json, return_to_in_query};
+use crate::edge::request::EdgeRequest;
+use crate::edge::returnto::{return_to_in_form, return_to_in_json};
 use crate::edge::{
-    after_response, on_request, provider_redirect_mismatch, EdgeRoute, PurgeAction, RequestKind,
-    ORY_HEADERS,
+    after_response, provider_redirect_mismatch, EdgeRoute, PurgeAction, RequestKind, ORY_HEADERS,
 };
 use crate::error::GateError;
 use crate::metrics::Metrics;
-use crate::path::CanonicalTarget;
 use crate::session::store::SessionStore;
 
 /// Largest request body the edge inspects (self-service submissions are small forms or JSON).
@@ -27,7 +26,8 @@ const MAX_REQUEST_BODY: usize = 64 * 1024;
 /// Largest response body the edge rewrites; larger ones pass through unchanged.
 const MAX_RESPONSE_BODY: usize = 2 * 1024 * 1024;
 
-/// Per-request state of an edge request.
+/// Per-request state of an edge request: admission's plan ([`EdgeRequest`]) and what the hooks
+/// learn on the way back.
 #[derive(Debug, Default)]
 pub struct EdgeCtx {
     /// The path Kratos sees (prefix stripped, Kratos's base path added) plus the untouched query.
@@ -38,15 +38,12 @@ pub struct EdgeCtx {
     pub credential: Option<CacheKey>,
     /// The identity of the request's session, when a purge needs it.
     pub identity_id: Option<String>,
-    /// Whether the request body must be inspected (return_to checks, API logout token).
+    /// Whether the request body must be read and checked in `request_filter`.
     pub buffer_request: bool,
-    /// The body was read and checked in `request_filter`; pingora replays it upstream.
     /// `100 Continue` was sent to the client before its body was read here.
     continue_sent: bool,
-    body_checked: bool,
     check_body_return_to: bool,
     json_body: bool,
-    request_body: BytesMut,
     /// The response body is buffered for rewriting and/or purge decisions.
     buffer_response: bool,
     rewrite_response: bool,
@@ -57,54 +54,20 @@ pub struct EdgeCtx {
     response_too_big: bool,
 }
 
-/// The request side, in `request_filter`: refuses a `return_to` outside the allow-list (query), and
-/// decides what to watch for the cache.
-pub fn on_edge_request(
-    edge: &EdgeRoute,
-    req: &RequestHeader,
-    target: &CanonicalTarget,
-    credential: Option<&Credential<'_>>,
-) -> std::result::Result<EdgeCtx, GateError> {
-    let settings = &edge.settings;
-    if let Some(q) = &target.query {
-        let values = return_to_in_query(q).map_err(|_| GateError::ReturnToNotAllowed)?;
-        for v in values {
-            settings
-                .check_return_to(&v)
-                .map_err(|_| GateError::ReturnToNotAllowed)?;
+impl EdgeCtx {
+    /// The state of a request admission planned as `plan`.
+    pub fn new(plan: EdgeRequest) -> EdgeCtx {
+        EdgeCtx {
+            upstream_target: plan.upstream_target,
+            kind: plan.kind,
+            credential: plan.credential,
+            identity_id: plan.identity_id,
+            buffer_request: plan.buffer_request,
+            check_body_return_to: plan.check_body_return_to,
+            json_body: plan.json_body,
+            ..EdgeCtx::default()
         }
     }
-    let kratos_path = edge
-        .rewriter
-        .strip_prefix(&target.path)
-        .unwrap_or_else(|| target.path.clone());
-    let kind = on_request(&req.method, &kratos_path, target.query.as_deref());
-    let mut upstream_target = edge.rewriter.upstream_path(&kratos_path);
-    if let Some(q) = &target.query {
-        upstream_target.push('?');
-        upstream_target.push_str(q);
-    }
-    let content_type = req
-        .headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let has_body = !matches!(req.method, Method::GET | Method::HEAD | Method::OPTIONS);
-    let form = content_type.starts_with("application/x-www-form-urlencoded");
-    let json = content_type.starts_with("application/json");
-    let check_body_return_to =
-        has_body && !settings.allowed_return_urls.is_empty() && (form || json);
-    Ok(EdgeCtx {
-        upstream_target,
-        buffer_request: check_body_return_to || kind.needs_request_body(),
-        check_body_return_to,
-        json_body: json,
-        kind,
-        // The single carrier's key: a cookie sent with a Bearer fallback is never cached itself.
-        credential: credential.map(|c| Credential::new(c.kind, c.value).cache_key()),
-        ..EdgeCtx::default()
-    })
 }
 
 /// `upstream_request_filter`: the Kratos path and Host, the public `X-Forwarded-*`, the Ory Network
@@ -163,9 +126,7 @@ pub async fn read_and_check_request_body(
             Err(_) => return Err(GateError::BadRequestBody),
         }
     }
-    check_body(edge, ctx, &whole)?;
-    ctx.body_checked = true;
-    Ok(())
+    check_body(edge, ctx, &whole)
 }
 
 /// Whether the request carries `Expect: 100-continue` (case-insensitive, RFC 9110 §10.1.1).
@@ -195,32 +156,6 @@ fn check_body(
         }
     }
     ctx.kind.observe_request_body(whole);
-    Ok(())
-}
-
-/// `request_body_filter`: for a body not already checked in `request_filter`, buffers what must be
-/// inspected and checks it at the end (a fallback; the normal path reads the body up front).
-pub fn request_body(
-    edge: &EdgeRoute,
-    ctx: &mut EdgeCtx,
-    body: &mut Option<Bytes>,
-    end_of_stream: bool,
-) -> std::result::Result<(), GateError> {
-    if !ctx.buffer_request || ctx.body_checked {
-        return Ok(());
-    }
-    if let Some(chunk) = body.take() {
-        if ctx.request_body.len() + chunk.len() > MAX_REQUEST_BODY {
-            return Err(GateError::BodyTooLarge);
-        }
-        ctx.request_body.extend_from_slice(&chunk);
-    }
-    if !end_of_stream {
-        return Ok(());
-    }
-    let whole = std::mem::take(&mut ctx.request_body).freeze();
-    check_body(edge, ctx, &whole)?;
-    *body = Some(whole);
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{HOST, UPGRADE};
+use http::header::HOST;
 use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
@@ -18,16 +18,13 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::H1UpgradePolicy;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::config::{AuthMode, Route};
-use crate::credential::{self, CredentialError};
+use crate::admission::{self, RequestView};
 use crate::error::GateError;
 use crate::forwarding;
 use crate::identity;
-use crate::path::{canonicalize, CanonicalTarget};
-use crate::policy::{self, RequestFacts};
+use crate::path::CanonicalTarget;
 use crate::resolver;
 use crate::session::store::LookupKind;
-use crate::session::Resolution;
 use crate::state::{InFlight, Runtime, Shared};
 
 const X_REQUEST_ID: &str = "x-request-id";
@@ -66,95 +63,39 @@ impl Proxy {
         Proxy { shared }
     }
 
-    /// Routing, credential, session and policy: `Ok` means forward.
-    async fn gate(
+    /// Runs admission on the request head and records what it learnt in `ctx`: `Ok` means
+    /// forward.
+    async fn admit(
         &self,
-        session: &mut Session,
+        session: &Session,
         ctx: &mut RequestCtx,
         rt: &Runtime,
     ) -> std::result::Result<(), GateError> {
-        let cfg = &rt.config;
         let req = session.req_header();
-        let limits = &cfg.server.limits;
-        if req.headers.len() > limits.max_request_headers
-            || header_bytes(req) > limits.max_request_header_bytes
-        {
-            return Err(GateError::HeadersTooLarge);
-        }
-        if had_content_length_and_transfer_encoding(session, req) {
-            return Err(GateError::AmbiguousFraming);
-        }
-        let target = canonicalize(req.raw_path())?;
-        let host = request_host(req)?;
-        let idx = rt
-            .table
-            .find(host.as_deref(), &target.path, &req.method)
-            .ok_or(GateError::NoRoute)?;
-        let route: &Route = &cfg.routes[idx];
-        ctx.route = Some(idx);
-        if req.headers.contains_key(UPGRADE) && !route.websocket {
-            ctx.target = Some(target);
-            return Err(GateError::UpgradeNotAllowed);
-        }
-
-        if let Some(er) = &route.edge {
-            // Kratos checks its own requests; the edge only needs the credential for cache purges.
-            let cred = credential::extract(&req.headers, &cfg.kratos.session_cookie)
-                .ok()
-                .flatten();
-            let mut ectx = edge::on_edge_request(er, req, &target, cred.as_ref())?;
-            if ectx.kind.needs_identity() {
-                if let Some(c) = &cred {
-                    if let (Resolution::Valid { session, .. }, _) = rt.store.resolve(c).await {
-                        ectx.identity_id = Some(session.identity_id.clone());
-                    }
-                }
+        let view = RequestView {
+            method: &req.method,
+            version: req.version,
+            uri: &req.uri,
+            raw_path: req.raw_path(),
+            headers: &req.headers,
+            content_length_with_transfer_encoding: had_content_length_and_transfer_encoding(
+                session, req,
+            ),
+        };
+        let decision = admission::admit(&rt.config, &rt.table, &rt.store, &view).await;
+        ctx.route = decision.route;
+        ctx.target = decision.target;
+        ctx.lookup = decision.lookup;
+        let admitted = decision.verdict?;
+        ctx.outcome = admitted.outcome;
+        if admitted.stale {
+            if let Some(route) = ctx.route.and_then(|i| rt.config.routes.get(i)) {
+                self.shared.metrics.stale_served(&route.name);
             }
-            ctx.edge = Some(ectx);
         }
-
-        let resolution = if route.auth == AuthMode::Anonymous {
-            None
-        } else {
-            match credential::extract(&req.headers, &cfg.kratos.session_cookie) {
-                // Kratos would reject it; so do we, without asking.
-                Err(CredentialError::Malformed) => Some(Resolution::Invalid),
-                Err(e) => return Err(GateError::BadCredentialHeaders(e)),
-                Ok(None) => None,
-                Ok(Some(cred)) => {
-                    let (resolution, kind) = rt.store.resolve(&cred).await;
-                    ctx.lookup = Some(kind);
-                    Some(resolution)
-                }
-            }
-        };
-        let facts = RequestFacts {
-            method: &session.req_header().method,
-            public_origin: cfg.server.public_origin.as_deref(),
-            target: &target,
-            login_url: cfg.kratos.login_url.as_ref(),
-            kratos_url: &cfg.kratos.public_url,
-            edge: cfg.browser_edge.as_deref().map(|e| &e.rewriter),
-        };
-        let decision = policy::decide(route, resolution, &facts);
-        ctx.target = Some(target);
-        let forward = decision?;
-        ctx.outcome = forward.outcome;
-        if forward.stale {
-            self.shared.metrics.stale_served(&route.name);
-        }
-        if let Some(s) = &forward.session {
-            ctx.identity = identity::render_all(&route.identity_headers, &s.values);
-        }
-        ctx.set_cookie = match cfg.browser_edge.as_deref() {
-            // a session cookie Kratos re-issued during whoami, as the edge would pass it on
-            Some(e) => forward
-                .set_cookie
-                .iter()
-                .map(|c| Bytes::from(e.rewriter.rewrite_set_cookie(&String::from_utf8_lossy(c))))
-                .collect(),
-            None => forward.set_cookie,
-        };
+        ctx.identity = admitted.identity;
+        ctx.set_cookie = admitted.set_cookie;
+        ctx.edge = admitted.edge.map(edge::EdgeCtx::new);
         Ok(())
     }
 
@@ -220,7 +161,7 @@ impl ProxyHttp for Proxy {
         let rt = self.shared.runtime();
         session.set_read_timeout(Some(rt.config.server.limits.downstream_read_timeout));
         ctx.request_id = request_id(session.req_header());
-        let mut verdict = self.gate(session, ctx, &rt).await;
+        let mut verdict = self.admit(session, ctx, &rt).await;
         if verdict.is_ok() {
             if let (Some(er), Some(ectx)) = (edge_route(&rt, ctx.route), ctx.edge.as_mut()) {
                 if ectx.buffer_request {
@@ -334,31 +275,6 @@ impl ProxyHttp for Proxy {
         set_forwarding_headers(upstream_request, client_ip, trusted)?;
         if let (Some(er), Some(ectx)) = (edge_route(&rt, ctx.route), &ctx.edge) {
             edge::upstream_request(er, ectx, upstream_request)?;
-        }
-        Ok(())
-    }
-
-    /// Edge routes: buffers what must be inspected (the `return_to` of form and JSON bodies, the API
-    /// logout token) and refuses a forbidden `return_to` before Kratos acts on the request.
-    async fn request_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<Bytes>,
-        end_of_stream: bool,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        let Some(rt) = ctx.runtime.clone() else {
-            return Ok(());
-        };
-        if let (Some(er), Some(ectx)) = (edge_route(&rt, ctx.route), ctx.edge.as_mut()) {
-            if let Err(e) = edge::request_body(er, ectx, body, end_of_stream) {
-                let status = e.status();
-                ctx.pending = Some(e);
-                return Err(Error::explain(
-                    ErrorType::HTTPStatus(status),
-                    "edge request body refused",
-                ));
-            }
         }
         Ok(())
     }
@@ -571,37 +487,6 @@ fn had_content_length_and_transfer_encoding(session: &Session, req: &RequestHead
         .any(|line| line.len() > 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
 }
 
-/// The `Host` value when it is a valid authority (host and optional numeric port); a trailing dot of
-/// the host is dropped (`example.com.` names the same host, and backends treat it so).
-fn request_host(req: &RequestHeader) -> Result<Option<String>, GateError> {
-    let mut hosts = req.headers.get_all(HOST).iter();
-    let raw = match (hosts.next(), hosts.next()) {
-        // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400 (HTTP/1.0 may omit it)
-        (None, _) if req.version == http::Version::HTTP_11 && req.uri.host().is_none() => {
-            return Err(GateError::BadHost)
-        }
-        (None, _) => return Ok(req.uri.host().map(str::to_ascii_lowercase)),
-        (Some(_), Some(_)) => return Err(GateError::BadHost),
-        (Some(v), None) => v.as_bytes(),
-    };
-    let authority = http::uri::Authority::try_from(raw).map_err(|_| GateError::BadHost)?;
-    if authority.as_str().contains('@') || authority.as_str().len() != raw.len() {
-        return Err(GateError::BadHost);
-    }
-    let host = authority.host();
-    let valid = !host.is_empty()
-        && (host.starts_with('[')
-            || host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_'));
-    if !valid {
-        return Err(GateError::BadHost);
-    }
-    Ok(Some(
-        host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase(),
-    ))
-}
-
 /// The edge of the matched route, if it is a `kratos_edge` route.
 fn edge_route(rt: &Runtime, route: Option<usize>) -> Option<&crate::edge::EdgeRoute> {
     route
@@ -618,16 +503,6 @@ fn upstream_failure(source: &ErrorSource, etype: &ErrorType) -> Option<GateError
         (ErrorSource::Upstream, _) => Some(GateError::UpstreamUnreachable),
         _ => None,
     }
-}
-
-/// Total size of the request header block as the client sent it (approximately: names, values,
-/// separators).
-fn header_bytes(req: &RequestHeader) -> usize {
-    req.headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum::<usize>()
-        + req.raw_path().len()
 }
 
 /// `X-Forwarded-*`, `Forwarded`, `X-Real-IP`, also spelled with `_` (CGI, PHP and WSGI read
