@@ -110,27 +110,18 @@ async fn register(public: &str) -> Result<String, String> {
             json!({"method": "password", "identifier": EMAIL, "password": PASSWORD}),
         ),
     ] {
-        let flow: Value = http
-            .get(format!("{public}/.ory/self-service/{kind}/api"))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
+        let flow = json_of(http.get(format!("{public}/.ory/self-service/{kind}/api"))).await?;
         let action = flow["ui"]["action"].as_str().ok_or("no ui.action")?;
-        let done: Value = http
-            .post(action)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
+        let done = json_of(http.post(action).json(&body)).await?;
         if let Some(t) = done["session_token"].as_str() {
             return Ok(t.to_owned());
         }
     }
     Err("neither registration nor login gave a session token".into())
+}
+
+/// Sends `request` and reads its JSON body.
+async fn json_of(request: reqwest::RequestBuilder) -> Result<Value, String> {
+    let resp = request.send().await.map_err(|e| e.to_string())?;
+    resp.json().await.map_err(|e| e.to_string())
 }

@@ -135,16 +135,7 @@ async fn echo(state: Arc<State>, req: Request<Incoming>, _ctx: ConnCtx) -> Respo
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
         query: parts.uri.query().map(str::to_owned),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
+        headers: crate::server::header_pairs(&parts.headers),
         body: body.to_vec(),
     };
     let answer = json!({

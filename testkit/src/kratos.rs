@@ -425,20 +425,8 @@ async fn whoami(state: Arc<State>, req: Request<Incoming>, ctx: ConnCtx) -> Resp
     let _in_flight = InFlight::enter(&state);
     lock(&state.requests).push(RecordedRequest {
         method: req.method().to_string(),
-        path_and_query: req
-            .uri()
-            .path_and_query()
-            .map_or_else(|| req.uri().path().to_owned(), |pq| pq.as_str().to_owned()),
-        headers: req
-            .headers()
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
+        path_and_query: crate::server::path_and_query(req.uri()),
+        headers: crate::server::header_pairs(req.headers()),
     });
     let behavior = lock(&state.behavior).clone();
     let delay = *lock(&state.delay);

@@ -113,20 +113,8 @@ impl LoginUi {
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let seen = UiRequest {
-        target: req
-            .uri()
-            .path_and_query()
-            .map_or_else(|| req.uri().path().to_owned(), |pq| pq.as_str().to_owned()),
-        headers: req
-            .headers()
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
+        target: crate::server::path_and_query(req.uri()),
+        headers: crate::server::header_pairs(req.headers()),
     };
     state
         .seen

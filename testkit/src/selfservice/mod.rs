@@ -307,23 +307,11 @@ pub(crate) fn handles(method: &Method, path: &str) -> bool {
 
 pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
+    let path_and_query = crate::server::path_and_query(&parts.uri);
     lock(&state.selfservice).requests.push(RecordedRequest {
         method: parts.method.to_string(),
         path_and_query: path_and_query.clone(),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
+        headers: crate::server::header_pairs(&parts.headers),
     });
     let mut resp = match body.collect().await {
         Ok(body) => route(&state, &parts, &path_and_query, &body.to_bytes()).await,
