@@ -37,8 +37,10 @@
 //! With an empty allow-list the edge does not judge (every value is passed to Kratos, which
 //! applies its own list): [`check_return_to`] returns `Ok` for anything.
 
+use std::borrow::Cow;
 use std::fmt;
 
+use percent_encoding::percent_decode;
 use url::Url;
 
 /// Why a `return_to` was refused. The messages never echo the value.
@@ -321,27 +323,30 @@ pub fn check_return_to(
 /// Strict `application/x-www-form-urlencoded` decoding of one component: `+` is a space,
 /// `%XX` a byte; a broken escape is an error (Go drops such a pair; the edge refuses it).
 fn form_decode(s: &[u8]) -> Result<Vec<u8>, ReturnToError> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        match s[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = |b: u8| (b as char).to_digit(16);
-                let (Some(h), Some(l)) = (
-                    s.get(i + 1).and_then(|&b| hex(b)),
-                    s.get(i + 2).and_then(|&b| hex(b)),
-                ) else {
-                    return Err(ReturnToError::BadEncoding);
-                };
-                out.push((h * 16 + l) as u8);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
+    if !escapes_well_formed(s) {
+        return Err(ReturnToError::BadEncoding);
     }
-    Ok(out)
+    // `+` becomes a space before decoding, so that `%2B` stays a plus.
+    let spaced: Cow<'_, [u8]> = if s.contains(&b'+') {
+        Cow::Owned(
+            s.iter()
+                .map(|&b| if b == b'+' { b' ' } else { b })
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(s)
+    };
+    Ok(percent_decode(&spaced).collect())
+}
+
+/// Every `%` starts an escape of two hex digits. `percent_decode` leaves any other `%` as it is;
+/// Go's `url.ParseQuery` refuses it.
+fn escapes_well_formed(s: &[u8]) -> bool {
+    s.split(|&b| b == b'%').skip(1).all(|after| {
+        after
+            .get(..2)
+            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    })
 }
 
 /// Decoded values of every `return_to` field of a query string or form body (Go's

@@ -163,13 +163,11 @@ fn error_kinds() {
 #[test]
 fn query_extraction() {
     assert_eq!(
-        return_to_in_query("flow=1&return_to=https%3A%2F%2Fapp.example.com%2Fx%3Fy%3D1&b")
-            .unwrap(),
+        return_to_in_query("flow=1&return_to=https%3A%2F%2Fapp.example.com%2Fx%3Fy%3D1&b").unwrap(),
         vec!["https://app.example.com/x?y=1"]
     );
     assert_eq!(
-        return_to_in_query("return_to=a&return_to=b&return%5Fto=c&RETURN_TO=d&return_to")
-            .unwrap(),
+        return_to_in_query("return_to=a&return_to=b&return%5Fto=c&RETURN_TO=d&return_to").unwrap(),
         vec!["a", "b", "c", ""]
     );
     assert_eq!(return_to_in_query("return_to=a+b").unwrap(), vec!["a b"]);
@@ -213,8 +211,7 @@ fn form_and_json_extraction() {
         vec!["https://evil.com"]
     );
     let mut v =
-        return_to_in_json(br#"{"return_to":"a","Return_To":"b","x":{"return_to":"c"}}"#)
-            .unwrap();
+        return_to_in_json(br#"{"return_to":"a","Return_To":"b","x":{"return_to":"c"}}"#).unwrap();
     v.sort();
     assert_eq!(v, vec!["a", "b"]);
     // duplicate keys: the last one is what Go and serde see
@@ -235,6 +232,64 @@ fn form_and_json_extraction() {
         Vec::<String>::new()
     );
     assert!(return_to_in_json(br#"{"return_to":1}"#).is_err());
+}
+
+/// Go's `url.QueryUnescape`, one byte at a time, refusing broken escapes: the reference for
+/// [`form_decode`].
+fn form_decode_model(s: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while let Some(&b) = s.get(i) {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = std::str::from_utf8(s.get(i + 1..i + 3)?).ok()?;
+                if !hex.bytes().all(|h| h.is_ascii_hexdigit()) {
+                    return None;
+                }
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    Some(out)
+}
+
+#[test]
+fn form_decoding() {
+    let cases: &[(&[u8], Option<&[u8]>)] = &[
+        (b"", Some(b"")),
+        (b"a+b", Some(b"a b")),
+        (b"a%2Bb", Some(b"a+b")),
+        (b"%2b+", Some(b"+ ")),
+        (b"%41%62", Some(b"Ab")),
+        (b"%2541", Some(b"%41")),
+        (b"%C3%a9", Some("\u{e9}".as_bytes())),
+        (b"%FF", Some(b"\xff")),
+        (b"\xff%00", Some(b"\xff\0")),
+        (b"%", None),
+        (b"a%", None),
+        (b"%4", None),
+        (b"%zz", None),
+        (b"%%41", None),
+        (b"%+1", None),
+        (b"%-1", None),
+        (b"%41%", None),
+        (b"%4g", None),
+    ];
+    for &(input, expected) in cases {
+        assert_eq!(
+            form_decode(input).ok().as_deref(),
+            expected,
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
+        if expected.is_none() {
+            assert_eq!(form_decode(input), Err(ReturnToError::BadEncoding));
+        }
+    }
 }
 
 proptest! {
@@ -271,6 +326,17 @@ proptest! {
                 }
             }
         }
+    }
+
+    /// `form_decode` is Go's query unescaping, broken escapes refused.
+    #[test]
+    fn form_decode_agrees_with_model(
+        b in proptest::collection::vec(prop_oneof![
+            4 => prop::sample::select(&b"%+aF09zg%"[..]),
+            1 => any::<u8>(),
+        ], 0..24),
+    ) {
+        prop_assert_eq!(form_decode(&b).ok(), form_decode_model(&b));
     }
 
     #[test]
