@@ -4,8 +4,10 @@
 //! A new configuration is loaded and validated completely first; an invalid one is refused with a log
 //! line (and `sessiongate_config_reloads_total{result="rejected"}`) while the old one keeps serving. A
 //! valid one replaces the runtime atomically: requests in flight finish on the configuration they
-//! started with, the next ones use the new one. The session cache is kept when the Kratos and cache
-//! settings are unchanged. Listener addresses, thread counts and log settings need a restart.
+//! started with, the next ones use the new one. The session cache is kept when the settings it is
+//! built from ([`crate::state::StoreSettings`]: whoami's Kratos settings, `[cache]`, the session paths
+//! identity headers read) are unchanged. Listener addresses, thread counts and log settings need a
+//! restart.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

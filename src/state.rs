@@ -3,10 +3,13 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use url::Url;
 
-use crate::config::Config;
+use crate::config::{CacheConfig, Config, KratosConfig};
+use crate::identity::Template;
 use crate::metrics::Metrics;
 use crate::resolver::Resolver;
 use crate::routing::RouteTable;
@@ -15,9 +18,13 @@ use crate::session::whoami::WhoamiClient;
 
 /// Everything one request needs, consistent for the whole request.
 pub struct Runtime {
+    /// The validated configuration this runtime was built from.
     pub config: Config,
+    /// The routes of `config`, indexed for matching.
     pub table: RouteTable,
+    /// The session cache; shared with the previous runtime when their [`StoreSettings`] are equal.
     pub store: Arc<SessionStore>,
+    /// The whoami client the store calls (shared along with the store).
     pub whoami: WhoamiClient,
     /// Upstream name lookups (run time, cached).
     pub resolver: Arc<Resolver>,
@@ -26,41 +33,84 @@ pub struct Runtime {
 /// Why the proxy could not be built from a valid configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// The metrics registry refused a metric.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The whoami HTTP client could not be built.
     #[error("whoami client: {0}")]
     Client(#[from] reqwest::Error),
 }
 
+/// What the session store and its whoami client are built from, as one value: two configurations
+/// with equal settings can share one store, so a reload that changes none of them keeps the cache
+/// (and the whoami client's slots and circuit breaker) as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreSettings<'a> {
+    /// `kratos.public_url` (base, ending in `/`).
+    pub public_url: &'a Url,
+    /// The whoami endpoint derived from it.
+    pub whoami_url: &'a Url,
+    /// `kratos.timeout`: the limit on one whoami call.
+    pub timeout: Duration,
+    /// `kratos.session_cookie`: the cookie name forwarded to whoami.
+    pub session_cookie: &'a str,
+    /// `kratos.max_concurrent_whoami`: whoami calls in flight at once.
+    pub max_concurrent_whoami: usize,
+    /// `kratos.circuit_breaker_failures` (0 disables the breaker).
+    pub circuit_breaker_failures: u32,
+    /// `kratos.circuit_breaker_interval`.
+    pub circuit_breaker_interval: Duration,
+    /// `[cache]`: size and lifetimes of cached sessions.
+    pub cache: &'a CacheConfig,
+    /// The session paths kept in cached sessions ([`Config::session_paths`]).
+    pub session_paths: &'a [Template],
+}
+
+impl<'a> StoreSettings<'a> {
+    /// The store settings of `config`.
+    pub fn of(config: &'a Config) -> StoreSettings<'a> {
+        // No `..`: a new `[kratos]` field does not compile until it is sorted into what the store
+        // is built from (a change must rebuild it) or not (`_`).
+        let KratosConfig {
+            public_url,
+            whoami_url,
+            timeout,
+            session_cookie,
+            login_url: _,
+            max_concurrent_whoami,
+            circuit_breaker_failures,
+            circuit_breaker_interval,
+        } = &config.kratos;
+        StoreSettings {
+            public_url,
+            whoami_url,
+            timeout: *timeout,
+            session_cookie,
+            max_concurrent_whoami: *max_concurrent_whoami,
+            circuit_breaker_failures: *circuit_breaker_failures,
+            circuit_breaker_interval: *circuit_breaker_interval,
+            cache: &config.cache,
+            session_paths: &config.session_paths,
+        }
+    }
+}
+
 impl Runtime {
-    /// Builds a runtime; reuses `previous`'s session store when the Kratos and cache settings are the
-    /// same, so a reload keeps the cache warm.
+    /// Builds a runtime; reuses `previous`'s session store (and whoami client) when their
+    /// [`StoreSettings`] are equal, so a reload keeps the cache warm.
     pub fn build(
         config: Config,
         metrics: &Arc<Metrics>,
         previous: Option<&Runtime>,
     ) -> Result<Runtime, BuildError> {
         let table = RouteTable::new(&config.routes);
-        let kept = config.session_paths.clone();
-        let reusable = previous.filter(|p| {
-            p.config.kratos.public_url == config.kratos.public_url
-                && p.config.kratos.timeout == config.kratos.timeout
-                && p.config.kratos.session_cookie == config.kratos.session_cookie
-                && p.config.kratos.max_concurrent_whoami == config.kratos.max_concurrent_whoami
-                && p.config.cache.max_entries == config.cache.max_entries
-                && p.config.cache.max_ttl == config.cache.max_ttl
-                && p.config.cache.negative_ttl == config.cache.negative_ttl
-                && p.config.cache.stale_if_error == config.cache.stale_if_error
-                && p.whoami.kept() == kept.as_slice()
-                && p.config.kratos.circuit_breaker_failures
-                    == config.kratos.circuit_breaker_failures
-                && p.config.kratos.circuit_breaker_interval
-                    == config.kratos.circuit_breaker_interval
-        });
+        let settings = StoreSettings::of(&config);
+        let reusable = previous.filter(|p| StoreSettings::of(&p.config) == settings);
         let (store, whoami) = match reusable {
             Some(p) => (Arc::clone(&p.store), p.whoami.clone()),
             None => {
-                let whoami = WhoamiClient::new(&config.kratos, Arc::clone(metrics))?.keeping(kept);
+                let whoami = WhoamiClient::new(&config.kratos, Arc::clone(metrics))?
+                    .keeping(config.session_paths.clone());
                 let store =
                     SessionStore::new(config.cache.clone(), whoami.clone(), Arc::clone(metrics));
                 (store, whoami)
@@ -92,6 +142,7 @@ pub struct Shared {
 pub struct InFlight(Arc<Shared>);
 
 impl InFlight {
+    /// Counts one more request in flight until the returned value is dropped.
     pub fn new(shared: &Arc<Shared>) -> InFlight {
         shared.in_flight.fetch_add(1, Ordering::SeqCst);
         InFlight(Arc::clone(shared))
@@ -105,6 +156,7 @@ impl Drop for InFlight {
 }
 
 impl Shared {
+    /// Builds the metrics and the first runtime from `config`.
     pub fn new(config: Config) -> Result<Arc<Shared>, BuildError> {
         let metrics = Arc::new(Metrics::new()?);
         let access_log = config.log.access_log;
@@ -133,6 +185,7 @@ impl Shared {
         Ok(())
     }
 
+    /// Whether access lines are written (`log.access_log` of the running configuration).
     pub fn access_log(&self) -> bool {
         self.access_log.load(Ordering::Relaxed)
     }
@@ -142,6 +195,7 @@ impl Shared {
         self.draining.store(true, Ordering::SeqCst);
     }
 
+    /// Whether [`Shared::start_draining`] was called.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
@@ -149,5 +203,103 @@ impl Shared {
     /// Requests being processed now.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::from_str_with_env;
+
+    const BASE: &str = r#"
+[kratos]
+public_url = "http://127.0.0.1:4433"
+login_url = "https://app.example.com/login"
+[[routes]]
+name = "api"
+path_prefix = "/api"
+upstream = "http://127.0.0.1:3000"
+auth = "session"
+[routes.identity_headers]
+"X-User-Id" = "identity.id"
+"#;
+
+    /// `BASE` with the given keys overridden (`KRATOS__TIMEOUT`, as environment variables name them).
+    fn config(overrides: &[(&str, &str)]) -> Config {
+        let env = overrides
+            .iter()
+            .map(|(k, v)| (format!("SESSIONGATE__{k}"), v.to_string()));
+        match from_str_with_env(BASE, "test", env) {
+            Ok(c) => c,
+            Err(e) => panic!("{overrides:?}: {e}"),
+        }
+    }
+
+    fn build(
+        overrides: &[(&str, &str)],
+        metrics: &Arc<Metrics>,
+        previous: Option<&Runtime>,
+    ) -> Runtime {
+        match Runtime::build(config(overrides), metrics, previous) {
+            Ok(r) => r,
+            Err(e) => panic!("{overrides:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn changing_any_store_setting_rebuilds_the_store() {
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let previous = build(&[], &metrics, None);
+        for (key, value) in [
+            ("KRATOS__PUBLIC_URL", "http://127.0.0.1:5555"),
+            ("KRATOS__TIMEOUT", "900ms"),
+            ("KRATOS__SESSION_COOKIE", "other_session"),
+            ("KRATOS__MAX_CONCURRENT_WHOAMI", "3"),
+            ("KRATOS__CIRCUIT_BREAKER_FAILURES", "0"),
+            ("KRATOS__CIRCUIT_BREAKER_INTERVAL", "7s"),
+            ("CACHE__MAX_ENTRIES", "10"),
+            ("CACHE__MAX_TTL", "5s"),
+            ("CACHE__NEGATIVE_TTL", "0s"),
+            ("CACHE__STALE_IF_ERROR", "30s"),
+            // a new session path to keep in cached sessions
+            (
+                "ROUTES__0__IDENTITY_HEADERS__X-USER-EMAIL",
+                "identity.traits.email",
+            ),
+        ] {
+            let next = build(&[(key, value)], &metrics, Some(&previous));
+            assert_ne!(
+                StoreSettings::of(&previous.config),
+                StoreSettings::of(&next.config),
+                "{key}"
+            );
+            assert!(!Arc::ptr_eq(&previous.store, &next.store), "{key}");
+        }
+    }
+
+    #[test]
+    fn changing_anything_else_keeps_the_store() {
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let previous = build(&[], &metrics, None);
+        for (key, value) in [
+            ("LOG__ACCESS_LOG", "true"),
+            ("LOG__ACCESS_LOG", "false"),
+            ("LOG__LEVEL", "debug"),
+            ("KRATOS__LOGIN_URL", "https://app.example.com/sign-in"),
+            ("ROUTES__0__UPSTREAM", "http://127.0.0.1:4000"),
+            ("ROUTES__0__AUTH", "optional"),
+            ("SERVER__GRACE_PERIOD", "3s"),
+            ("SERVER__TRUSTED_PROXIES", "[\"10.0.0.0/8\"]"),
+            // another header name reading a session path already kept
+            ("ROUTES__0__IDENTITY_HEADERS__X-USER", "identity.id"),
+        ] {
+            let next = build(&[(key, value)], &metrics, Some(&previous));
+            assert_eq!(
+                StoreSettings::of(&previous.config),
+                StoreSettings::of(&next.config),
+                "{key}"
+            );
+            assert!(Arc::ptr_eq(&previous.store, &next.store), "{key}");
+        }
     }
 }

@@ -2,7 +2,8 @@
 //! completely at start-up into a typed [`Config`].
 //!
 //! - [`schema`]: the serde structs of the file (`deny_unknown_fields` everywhere).
-//! - [`compile`]: validation into the typed config the proxy runs on; every error names its key path.
+//! - `compile`: validation into the typed config the proxy runs on; every error names its key path.
+//! - `types`: the typed config itself ([`Config`] and its parts), plain data.
 //!
 //! Environment overrides: `SESSIONGATE__KRATOS__PUBLIC_URL=...` sets `kratos.public_url`;
 //! `SESSIONGATE__ROUTES__0__UPSTREAM=...` sets `routes[0].upstream`. Sections are separated by `__`;
@@ -10,14 +11,15 @@
 
 mod compile;
 pub mod schema;
+mod types;
 
 use std::fmt;
 use std::path::Path;
 
-pub use compile::{
+pub use schema::{AuthMode, LogFormat, OnUnauthenticated, RawConfig};
+pub use types::{
     Aal, CacheConfig, Config, KratosConfig, LimitsConfig, Route, RouteMatch, ServerConfig, Upstream,
 };
-pub use schema::{AuthMode, LogFormat, OnUnauthenticated, RawConfig};
 
 /// The prefix of environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "SESSIONGATE__";
