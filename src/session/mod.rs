@@ -9,7 +9,7 @@ pub mod store;
 pub mod whoami;
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::HeaderValue;
@@ -17,6 +17,24 @@ use serde_json::Value;
 
 use crate::config::Aal;
 use crate::identity::Template;
+use store::LookupKind;
+
+/// Where the session layer reports what it did, for metrics. The session layer names no metrics
+/// type: the Prometheus registry (`crate::metrics::Metrics`) implements this trait and is handed
+/// to [`store::SessionStore::new`] and [`whoami::WhoamiClient::new`], which keep it as an
+/// `Arc<dyn SessionEvents>`.
+///
+/// Every label passed is from a fixed list (never a credential, a session or an identity id).
+pub trait SessionEvents: Send + Sync {
+    /// One session cache lookup, answered as `kind` (`sessiongate_cache_lookups_total{result}`).
+    fn cache_lookup(&self, kind: LookupKind);
+
+    /// One whoami call ended with `result` ([`whoami::result_label`] of its resolution, or
+    /// `circuit_open` when the breaker refused it) after `duration` of wall time (zero when
+    /// nothing was sent) (`sessiongate_whoami_calls_total{result}`,
+    /// `sessiongate_whoami_duration_seconds`).
+    fn whoami_call(&self, result: &'static str, duration: Duration);
+}
 
 /// The parts of a Kratos session the proxy decides on, plus the identity header values rendered once,
 /// when Kratos validated it (one slot per session path of [`crate::config::Config::session_paths`]).

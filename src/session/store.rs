@@ -27,10 +27,9 @@ use tokio::sync::watch;
 
 use super::index::Index;
 use super::whoami::{WhoamiAnswer, WhoamiClient};
-use super::{Resolution, Session, UnavailableReason};
+use super::{Resolution, Session, SessionEvents, UnavailableReason};
 use crate::config::CacheConfig;
 use crate::credential::{CacheKey, Credential};
-use crate::metrics::Metrics;
 
 /// How a lookup was answered; the `result` label of `sessiongate_cache_lookups_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +41,7 @@ pub enum LookupKind {
 }
 
 impl LookupKind {
+    /// The metric label and access-log value: `hit`, `negative_hit`, `miss` or `coalesced`.
     pub fn as_str(self) -> &'static str {
         match self {
             LookupKind::Hit => "hit",
@@ -132,7 +132,7 @@ pub struct SessionStore {
     index: Mutex<Index>,
     client: WhoamiClient,
     cfg: CacheConfig,
-    metrics: Arc<Metrics>,
+    events: Arc<dyn SessionEvents>,
 }
 
 /// Tombstones outlive the longest whoami call by this much.
@@ -144,7 +144,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl SessionStore {
-    pub fn new(cfg: CacheConfig, client: WhoamiClient, metrics: Arc<Metrics>) -> Arc<SessionStore> {
+    /// A store bounded by `cfg` (`cache.max_entries` each for the cache and the stale copies) in
+    /// front of `client`, reporting every lookup to `events`.
+    pub fn new(
+        cfg: CacheConfig,
+        client: WhoamiClient,
+        events: Arc<impl SessionEvents + 'static>,
+    ) -> Arc<SessionStore> {
         let cache = Cache::builder()
             .max_capacity(cfg.max_entries)
             .expire_after(Deadline)
@@ -161,7 +167,7 @@ impl SessionStore {
             index: Mutex::new(index),
             client,
             cfg,
-            metrics,
+            events,
         })
     }
 
@@ -200,7 +206,7 @@ impl SessionStore {
                     (rx, LookupKind::Miss)
                 }
             };
-            self.metrics.cache_lookup(kind);
+            self.events.cache_lookup(kind);
             return (wait(waiter).await, kind);
         }
         (internal_error(), LookupKind::Miss)
@@ -266,7 +272,7 @@ impl SessionStore {
     fn cached(&self, key: &CacheKey) -> Option<(Resolution, LookupKind)> {
         let entry = self.cache.get(key)?;
         let out = self.answer_of(entry);
-        self.metrics.cache_lookup(out.1);
+        self.events.cache_lookup(out.1);
         Some(out)
     }
 

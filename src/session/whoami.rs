@@ -13,11 +13,10 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use super::breaker::{Breaker, Permit};
-use super::{NotUsable, Resolution, Session, UnavailableReason};
+use super::{NotUsable, Resolution, Session, SessionEvents, UnavailableReason};
 use crate::config::KratosConfig;
 use crate::credential::{CredentialKind, OwnedCredential};
 use crate::identity::Template;
-use crate::metrics::Metrics;
 
 /// Largest whoami body read; a session is a few KiB.
 const MAX_BODY: usize = 1024 * 1024;
@@ -39,14 +38,21 @@ pub struct WhoamiClient {
     timeout: Duration,
     slots: Arc<Semaphore>,
     breaker: Arc<Breaker>,
-    metrics: Arc<Metrics>,
+    events: Arc<dyn SessionEvents>,
     /// The session paths identity headers read (`Config::session_paths`); their values are rendered
     /// once per validation, the rest of the session is not kept.
     kept: Arc<[Template]>,
 }
 
 impl WhoamiClient {
-    pub fn new(cfg: &KratosConfig, metrics: Arc<Metrics>) -> Result<WhoamiClient, reqwest::Error> {
+    /// A client for `cfg.whoami_url` reporting every call to `events`.
+    ///
+    /// # Errors
+    /// When reqwest cannot build its HTTP client (its TLS backend fails to initialise).
+    pub fn new(
+        cfg: &KratosConfig,
+        events: Arc<impl SessionEvents + 'static>,
+    ) -> Result<WhoamiClient, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout)
@@ -64,7 +70,7 @@ impl WhoamiClient {
                 cfg.circuit_breaker_failures,
                 cfg.circuit_breaker_interval,
             )),
-            metrics,
+            events,
             kept: Arc::from(Vec::new()),
         })
     }
@@ -84,7 +90,7 @@ impl WhoamiClient {
     pub async fn whoami(&self, cred: &OwnedCredential) -> WhoamiAnswer {
         let started = Instant::now();
         if self.breaker.permit(started) == Permit::Reject {
-            self.metrics.observe_whoami("circuit_open", Duration::ZERO);
+            self.events.whoami_call("circuit_open", Duration::ZERO);
             return unavailable(UnavailableReason::CircuitOpen);
         }
         let answer = match tokio::time::timeout(self.timeout, self.call(cred)).await {
@@ -96,8 +102,8 @@ impl WhoamiClient {
             Resolution::Unavailable { reason } if reason.is_kratos_failure()
         );
         self.breaker.record(!failed, Instant::now());
-        self.metrics
-            .observe_whoami(result_label(&answer.resolution), started.elapsed());
+        self.events
+            .whoami_call(result_label(&answer.resolution), started.elapsed());
         answer
     }
 
