@@ -20,7 +20,7 @@ use crate::edge::{
 use crate::error::GateError;
 use crate::metrics::Metrics;
 use crate::path::CanonicalTarget;
-use crate::session::store::SessionStore;
+use crate::session::Purger;
 
 /// Largest request body the edge inspects (self-service submissions are small forms or JSON).
 const MAX_REQUEST_BODY: usize = 64 * 1024;
@@ -231,7 +231,7 @@ pub fn upstream_response(
     ctx: &mut EdgeCtx,
     resp: &mut ResponseHeader,
     cookie_name: &str,
-    store: &SessionStore,
+    purger: Purger<'_>,
     metrics: &Metrics,
 ) -> Result<()> {
     ctx.status = resp.status.as_u16();
@@ -295,7 +295,7 @@ pub fn upstream_response(
     }
     if !ctx.response_json_for_purge {
         let actions = after_response(&ctx.kind, ctx.status, ctx.sets_session_cookie, None);
-        apply_purges(&actions, ctx, store);
+        apply_purges(&actions, ctx, purger);
     }
     Ok(())
 }
@@ -307,7 +307,7 @@ pub fn response_body(
     ctx: &mut EdgeCtx,
     body: &mut Option<Bytes>,
     end_of_stream: bool,
-    store: &SessionStore,
+    purger: Purger<'_>,
     metrics: &Metrics,
 ) {
     if !ctx.buffer_response || ctx.response_too_big {
@@ -334,7 +334,7 @@ pub fn response_body(
             ctx.sets_session_cookie,
             json.as_ref(),
         );
-        apply_purges(&actions, ctx, store);
+        apply_purges(&actions, ctx, purger);
     }
     if let Some(url) = json
         .as_ref()
@@ -363,7 +363,7 @@ fn report_oidc_mismatch(edge: &EdgeRoute, location: &str, metrics: &Metrics) {
     }
 }
 
-fn apply_purges(actions: &[PurgeAction], ctx: &EdgeCtx, store: &SessionStore) {
+fn apply_purges(actions: &[PurgeAction], ctx: &EdgeCtx, store: Purger<'_>) {
     for action in actions {
         match action {
             PurgeAction::Credential => {

@@ -380,7 +380,7 @@ impl ProxyHttp for Proxy {
                 ectx,
                 upstream_response,
                 &rt.config.kratos.session_cookie,
-                &rt.store,
+                rt.store.purger(),
                 &self.shared.metrics,
             )?;
         }
@@ -405,7 +405,7 @@ impl ProxyHttp for Proxy {
                 ectx,
                 body,
                 end_of_stream,
-                &rt.store,
+                rt.store.purger(),
                 &self.shared.metrics,
             );
         }

@@ -2,9 +2,11 @@
 //!
 //! - [`whoami`]: the HTTP client for `GET /sessions/whoami` and the classification of its answers.
 //! - [`store`]: the cache (expiry, negative entries) and request coalescing in front of the client.
+//! - [`purger`]: [`Purger`], the store's purge operations alone, for the Kratos edge.
 
 pub mod breaker;
 pub mod index;
+pub mod purger;
 pub mod store;
 pub mod whoami;
 
@@ -17,6 +19,7 @@ use serde_json::Value;
 
 use crate::config::Aal;
 use crate::identity::Template;
+pub use purger::Purger;
 use store::LookupKind;
 
 /// Where the session layer reports what it did, for metrics. The session layer names no metrics

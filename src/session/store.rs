@@ -26,6 +26,7 @@ use moka::Expiry;
 use tokio::sync::watch;
 
 use super::index::Index;
+use super::purger::Purger;
 use super::whoami::{WhoamiAnswer, WhoamiClient};
 use super::{Resolution, Session, SessionEvents, UnavailableReason};
 use crate::config::CacheConfig;
@@ -212,10 +213,15 @@ impl SessionStore {
         (internal_error(), LookupKind::Miss)
     }
 
+    /// The purge operations alone, for callers that must not resolve or read (the Kratos edge).
+    pub fn purger(&self) -> Purger<'_> {
+        Purger::new(self)
+    }
+
     /// Forgets a credential and every other credential that resolved to the same session (logout,
     /// session change): the next request with any of them asks Kratos again. Synchronous, so a
     /// response filter can call it before the response reaches the client.
-    pub fn purge_credential(&self, key: CacheKey) {
+    pub(super) fn purge_credential(&self, key: CacheKey) {
         let mut inflight = lock(&self.inflight);
         let mut keys = {
             let mut ix = lock(&self.index);
@@ -229,14 +235,14 @@ impl SessionStore {
     }
 
     /// Forgets every cached session of one identity (settings change, revocation of all sessions).
-    pub fn purge_identity(&self, identity_id: &str) {
+    pub(super) fn purge_identity(&self, identity_id: &str) {
         let mut inflight = lock(&self.inflight);
         let keys = lock(&self.index).take_identity(identity_id);
         self.detach_and_invalidate(&mut inflight, keys);
     }
 
     /// Forgets every cached credential of one session id (logout of a session by id).
-    pub fn purge_session_id(&self, session_id: &str) {
+    pub(super) fn purge_session_id(&self, session_id: &str) {
         let mut inflight = lock(&self.inflight);
         let keys = lock(&self.index).take_session(session_id);
         self.detach_and_invalidate(&mut inflight, keys);
