@@ -3,6 +3,9 @@
 //! credential.
 //!
 //! Each server owns its own [`Registry`], so several servers in one process (tests) do not mix counts.
+//!
+//! The session layer reports through [`SessionEvents`], which [`Metrics`] implements: this module
+//! depends on `session`, never the other way round.
 
 use std::time::Duration;
 
@@ -12,6 +15,7 @@ use prometheus::{
 };
 
 use crate::session::store::LookupKind;
+use crate::session::SessionEvents;
 
 /// The route label of requests that matched no route.
 pub const NO_ROUTE: &str = "none";
@@ -37,6 +41,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Creates every metric and registers it in a registry of its own.
+    ///
+    /// # Errors
+    /// When prometheus refuses a metric (a bad name, a duplicate registration): a programming
+    /// error, never input.
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
@@ -152,35 +161,40 @@ impl Metrics {
             .observe(duration.as_secs_f64());
     }
 
+    /// One authentication decision on `route` (`sessiongate_auth_decisions_total`).
     pub fn auth_decision(&self, route: &str, outcome: &str) {
         self.auth_decisions
             .with_label_values(&[route, outcome])
             .inc();
     }
 
+    /// One whoami call with `result` that took `duration` (`sessiongate_whoami_calls_total`,
+    /// `sessiongate_whoami_duration_seconds`).
     pub fn observe_whoami(&self, result: &str, duration: Duration) {
         self.whoami_calls.with_label_values(&[result]).inc();
         self.whoami_duration.observe(duration.as_secs_f64());
     }
 
-    pub fn cache_lookup(&self, kind: LookupKind) {
-        self.cache_lookups.with_label_values(&[kind.as_str()]).inc();
-    }
-
+    /// One request on `route` that failed to reach or read from its upstream
+    /// (`sessiongate_upstream_errors_total`).
     pub fn upstream_error(&self, route: &str) {
         self.upstream_errors.with_label_values(&[route]).inc();
     }
 
+    /// One configuration reload, accepted (`ok`) or `rejected` (`sessiongate_config_reloads_total`).
     pub fn config_reload(&self, ok: bool) {
         self.config_reloads
             .with_label_values(&[if ok { "ok" } else { "rejected" }])
             .inc();
     }
 
+    /// One session on `route` served from the stale window (`sessiongate_stale_sessions_served_total`).
     pub fn stale_served(&self, route: &str) {
         self.stale_served.with_label_values(&[route]).inc();
     }
 
+    /// One OIDC provider redirect of `provider` off the public origin
+    /// (`sessiongate_oidc_redirect_uri_mismatch_total`).
     pub fn oidc_redirect_mismatch(&self, provider: &str) {
         self.oidc_redirect_mismatch
             .with_label_values(&[provider])
@@ -195,6 +209,16 @@ impl Metrics {
         // Encoding into a Vec cannot fail for well-formed metric families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl SessionEvents for Metrics {
+    fn cache_lookup(&self, kind: LookupKind) {
+        self.cache_lookups.with_label_values(&[kind.as_str()]).inc();
+    }
+
+    fn whoami_call(&self, result: &'static str, duration: Duration) {
+        self.observe_whoami(result, duration);
     }
 }
 

@@ -19,7 +19,7 @@ use crate::edge::{
 };
 use crate::error::GateError;
 use crate::metrics::Metrics;
-use crate::session::store::SessionStore;
+use crate::session::Purger;
 
 /// Largest request body the edge inspects (self-service submissions are small forms or JSON).
 const MAX_REQUEST_BODY: usize = 64 * 1024;
@@ -166,7 +166,7 @@ pub fn upstream_response(
     ctx: &mut EdgeCtx,
     resp: &mut ResponseHeader,
     cookie_name: &str,
-    store: &SessionStore,
+    purger: Purger<'_>,
     metrics: &Metrics,
 ) -> Result<()> {
     ctx.status = resp.status.as_u16();
@@ -230,7 +230,7 @@ pub fn upstream_response(
     }
     if !ctx.response_json_for_purge {
         let actions = after_response(&ctx.kind, ctx.status, ctx.sets_session_cookie, None);
-        apply_purges(&actions, ctx, store);
+        apply_purges(&actions, ctx, purger);
     }
     Ok(())
 }
@@ -242,7 +242,7 @@ pub fn response_body(
     ctx: &mut EdgeCtx,
     body: &mut Option<Bytes>,
     end_of_stream: bool,
-    store: &SessionStore,
+    purger: Purger<'_>,
     metrics: &Metrics,
 ) {
     if !ctx.buffer_response || ctx.response_too_big {
@@ -269,7 +269,7 @@ pub fn response_body(
             ctx.sets_session_cookie,
             json.as_ref(),
         );
-        apply_purges(&actions, ctx, store);
+        apply_purges(&actions, ctx, purger);
     }
     if let Some(url) = json
         .as_ref()
@@ -298,28 +298,28 @@ fn report_oidc_mismatch(edge: &EdgeRoute, location: &str, metrics: &Metrics) {
     }
 }
 
-fn apply_purges(actions: &[PurgeAction], ctx: &EdgeCtx, store: &SessionStore) {
+fn apply_purges(actions: &[PurgeAction], ctx: &EdgeCtx, purger: Purger<'_>) {
     for action in actions {
         match action {
             PurgeAction::Credential => {
                 if let Some(key) = ctx.credential {
-                    store.purge_credential(key);
+                    purger.purge_credential(key);
                 }
             }
             PurgeAction::SessionToken(token) => {
                 for kind in [CredentialKind::Token, CredentialKind::Bearer] {
-                    store.purge_credential(Credential::new(kind, token).cache_key());
+                    purger.purge_credential(Credential::new(kind, token).cache_key());
                 }
             }
-            PurgeAction::SessionId(id) => store.purge_session_id(id),
+            PurgeAction::SessionId(id) => purger.purge_session_id(id),
             PurgeAction::AllOfIdentity => {
                 if let Some(id) = &ctx.identity_id {
-                    store.purge_identity(id);
+                    purger.purge_identity(id);
                 } else if let Some(key) = ctx.credential {
-                    store.purge_credential(key);
+                    purger.purge_credential(key);
                 }
             }
-            PurgeAction::Identity(id) => store.purge_identity(id),
+            PurgeAction::Identity(id) => purger.purge_identity(id),
         }
         tracing::debug!(action = ?purge_label(action), "edge: session cache purged");
     }

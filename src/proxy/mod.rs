@@ -296,7 +296,7 @@ impl ProxyHttp for Proxy {
                 ectx,
                 upstream_response,
                 &rt.config.kratos.session_cookie,
-                &rt.store,
+                rt.store.purger(),
                 &self.shared.metrics,
             )?;
         }
@@ -321,7 +321,7 @@ impl ProxyHttp for Proxy {
                 ectx,
                 body,
                 end_of_stream,
-                &rt.store,
+                rt.store.purger(),
                 &self.shared.metrics,
             );
         }

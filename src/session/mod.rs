@@ -2,14 +2,16 @@
 //!
 //! - [`whoami`]: the HTTP client for `GET /sessions/whoami` and the classification of its answers.
 //! - [`store`]: the cache (expiry, negative entries) and request coalescing in front of the client.
+//! - [`purger`]: [`Purger`], the store's purge operations alone, for the Kratos edge.
 
 pub mod breaker;
 pub mod index;
+pub mod purger;
 pub mod store;
 pub mod whoami;
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::HeaderValue;
@@ -17,6 +19,25 @@ use serde_json::Value;
 
 use crate::config::Aal;
 use crate::identity::Template;
+pub use purger::Purger;
+use store::LookupKind;
+
+/// Where the session layer reports what it did, for metrics. The session layer names no metrics
+/// type: the Prometheus registry (`crate::metrics::Metrics`) implements this trait and is handed
+/// to [`store::SessionStore::new`] and [`whoami::WhoamiClient::new`], which keep it as an
+/// `Arc<dyn SessionEvents>`.
+///
+/// Every label passed is from a fixed list (never a credential, a session or an identity id).
+pub trait SessionEvents: Send + Sync {
+    /// One session cache lookup, answered as `kind` (`sessiongate_cache_lookups_total{result}`).
+    fn cache_lookup(&self, kind: LookupKind);
+
+    /// One whoami call ended with `result` ([`whoami::result_label`] of its resolution, or
+    /// `circuit_open` when the breaker refused it) after `duration` of wall time (zero when
+    /// nothing was sent) (`sessiongate_whoami_calls_total{result}`,
+    /// `sessiongate_whoami_duration_seconds`).
+    fn whoami_call(&self, result: &'static str, duration: Duration);
+}
 
 /// The parts of a Kratos session the proxy decides on, plus the identity header values rendered once,
 /// when Kratos validated it (one slot per session path of [`crate::config::Config::session_paths`]).

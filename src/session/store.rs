@@ -26,11 +26,11 @@ use moka::Expiry;
 use tokio::sync::watch;
 
 use super::index::Index;
+use super::purger::Purger;
 use super::whoami::{WhoamiAnswer, WhoamiClient};
-use super::{Resolution, Session, UnavailableReason};
+use super::{Resolution, Session, SessionEvents, UnavailableReason};
 use crate::config::CacheConfig;
 use crate::credential::{CacheKey, Credential};
-use crate::metrics::Metrics;
 
 /// How a lookup was answered; the `result` label of `sessiongate_cache_lookups_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +42,7 @@ pub enum LookupKind {
 }
 
 impl LookupKind {
+    /// The metric label and access-log value: `hit`, `negative_hit`, `miss` or `coalesced`.
     pub fn as_str(self) -> &'static str {
         match self {
             LookupKind::Hit => "hit",
@@ -132,7 +133,7 @@ pub struct SessionStore {
     index: Mutex<Index>,
     client: WhoamiClient,
     cfg: CacheConfig,
-    metrics: Arc<Metrics>,
+    events: Arc<dyn SessionEvents>,
 }
 
 /// Tombstones outlive the longest whoami call by this much.
@@ -144,7 +145,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl SessionStore {
-    pub fn new(cfg: CacheConfig, client: WhoamiClient, metrics: Arc<Metrics>) -> Arc<SessionStore> {
+    /// A store bounded by `cfg` (`cache.max_entries` each for the cache and the stale copies) in
+    /// front of `client`, reporting every lookup to `events`.
+    pub fn new(
+        cfg: CacheConfig,
+        client: WhoamiClient,
+        events: Arc<impl SessionEvents + 'static>,
+    ) -> Arc<SessionStore> {
         let cache = Cache::builder()
             .max_capacity(cfg.max_entries)
             .expire_after(Deadline)
@@ -161,7 +168,7 @@ impl SessionStore {
             index: Mutex::new(index),
             client,
             cfg,
-            metrics,
+            events,
         })
     }
 
@@ -200,16 +207,21 @@ impl SessionStore {
                     (rx, LookupKind::Miss)
                 }
             };
-            self.metrics.cache_lookup(kind);
+            self.events.cache_lookup(kind);
             return (wait(waiter).await, kind);
         }
         (internal_error(), LookupKind::Miss)
     }
 
+    /// The purge operations alone, for callers that must not resolve or read (the Kratos edge).
+    pub fn purger(&self) -> Purger<'_> {
+        Purger::new(self)
+    }
+
     /// Forgets a credential and every other credential that resolved to the same session (logout,
     /// session change): the next request with any of them asks Kratos again. Synchronous, so a
     /// response filter can call it before the response reaches the client.
-    pub fn purge_credential(&self, key: CacheKey) {
+    pub(super) fn purge_credential(&self, key: CacheKey) {
         let mut inflight = lock(&self.inflight);
         let mut keys = {
             let mut ix = lock(&self.index);
@@ -223,14 +235,14 @@ impl SessionStore {
     }
 
     /// Forgets every cached session of one identity (settings change, revocation of all sessions).
-    pub fn purge_identity(&self, identity_id: &str) {
+    pub(super) fn purge_identity(&self, identity_id: &str) {
         let mut inflight = lock(&self.inflight);
         let keys = lock(&self.index).take_identity(identity_id);
         self.detach_and_invalidate(&mut inflight, keys);
     }
 
     /// Forgets every cached credential of one session id (logout of a session by id).
-    pub fn purge_session_id(&self, session_id: &str) {
+    pub(super) fn purge_session_id(&self, session_id: &str) {
         let mut inflight = lock(&self.inflight);
         let keys = lock(&self.index).take_session(session_id);
         self.detach_and_invalidate(&mut inflight, keys);
@@ -266,7 +278,7 @@ impl SessionStore {
     fn cached(&self, key: &CacheKey) -> Option<(Resolution, LookupKind)> {
         let entry = self.cache.get(key)?;
         let out = self.answer_of(entry);
-        self.metrics.cache_lookup(out.1);
+        self.events.cache_lookup(out.1);
         Some(out)
     }
 

@@ -13,11 +13,10 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use super::breaker::{Breaker, Permit};
-use super::{NotUsable, Resolution, Session, UnavailableReason};
+use super::{NotUsable, Resolution, Session, SessionEvents, UnavailableReason};
 use crate::config::KratosConfig;
 use crate::credential::{CredentialKind, OwnedCredential};
 use crate::identity::Template;
-use crate::metrics::Metrics;
 
 /// Largest whoami body read; a session is a few KiB.
 const MAX_BODY: usize = 1024 * 1024;
@@ -39,14 +38,21 @@ pub struct WhoamiClient {
     timeout: Duration,
     slots: Arc<Semaphore>,
     breaker: Arc<Breaker>,
-    metrics: Arc<Metrics>,
+    events: Arc<dyn SessionEvents>,
     /// The session paths identity headers read (`Config::session_paths`); their values are rendered
     /// once per validation, the rest of the session is not kept.
     kept: Arc<[Template]>,
 }
 
 impl WhoamiClient {
-    pub fn new(cfg: &KratosConfig, metrics: Arc<Metrics>) -> Result<WhoamiClient, reqwest::Error> {
+    /// A client for `cfg.whoami_url` reporting every call to `events`.
+    ///
+    /// # Errors
+    /// When reqwest cannot build its HTTP client (its TLS backend fails to initialise).
+    pub fn new(
+        cfg: &KratosConfig,
+        events: Arc<impl SessionEvents + 'static>,
+    ) -> Result<WhoamiClient, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout)
@@ -64,7 +70,7 @@ impl WhoamiClient {
                 cfg.circuit_breaker_failures,
                 cfg.circuit_breaker_interval,
             )),
-            metrics,
+            events,
             kept: Arc::from(Vec::new()),
         })
     }
@@ -84,7 +90,7 @@ impl WhoamiClient {
     pub async fn whoami(&self, cred: &OwnedCredential) -> WhoamiAnswer {
         let started = Instant::now();
         if self.breaker.permit(started) == Permit::Reject {
-            self.metrics.observe_whoami("circuit_open", Duration::ZERO);
+            self.events.whoami_call("circuit_open", Duration::ZERO);
             return unavailable(UnavailableReason::CircuitOpen);
         }
         let answer = match tokio::time::timeout(self.timeout, self.call(cred)).await {
@@ -96,8 +102,8 @@ impl WhoamiClient {
             Resolution::Unavailable { reason } if reason.is_kratos_failure()
         );
         self.breaker.record(!failed, Instant::now());
-        self.metrics
-            .observe_whoami(result_label(&answer.resolution), started.elapsed());
+        self.events
+            .whoami_call(result_label(&answer.resolution), started.elapsed());
         answer
     }
 
@@ -261,25 +267,21 @@ fn unavailable(reason: UnavailableReason) -> WhoamiAnswer {
     answer(Resolution::Unavailable { reason })
 }
 
-/// `Retry-After` as seconds: either delta-seconds or an HTTP date.
+/// `Retry-After` (RFC 9110 §10.2.3) as whole seconds from now: delta-seconds as given, or an
+/// HTTP-date (§5.6.7: IMF-fixdate, or the obsolete RFC 850 and asctime forms; two-digit years are
+/// 1970-2069) as the seconds until it, 0 when it is past. `None` for anything else (surrounding
+/// whitespace is ignored).
 pub fn parse_retry_after(v: &str) -> Option<u64> {
     let v = v.trim();
     if let Ok(n) = v.parse::<u64>() {
         return Some(n);
     }
-    let when = httpdate_parse(v)?;
+    let when = httpdate::parse_http_date(v).ok()?;
     Some(
         when.duration_since(SystemTime::now())
             .map(|d| d.as_secs())
             .unwrap_or(0),
     )
-}
-
-fn httpdate_parse(v: &str) -> Option<SystemTime> {
-    let fmt = time::format_description::well_known::Rfc2822;
-    time::OffsetDateTime::parse(&v.replace("GMT", "+0000"), &fmt)
-        .ok()
-        .map(SystemTime::from)
 }
 
 /// The metric label of a whoami result.
@@ -303,5 +305,62 @@ mod tests {
         assert_eq!(parse_retry_after(" 12 "), Some(12));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(0));
         assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    /// The three HTTP-date forms of RFC 9110 §5.6.7: a past date is 0 seconds away, a future one
+    /// the seconds until it.
+    #[test]
+    fn retry_after_http_dates() {
+        // RFC 9110's own example, in each form.
+        for past in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            assert_eq!(parse_retry_after(past), Some(0), "{past}");
+        }
+        // 2068-12-31T23:59:59Z, the last second a two-digit RFC 850 year can name.
+        let until = Duration::from_secs(3_124_223_999)
+            .saturating_sub(
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default(),
+            )
+            .as_secs();
+        for future in [
+            "Mon, 31 Dec 2068 23:59:59 GMT",
+            "Monday, 31-Dec-68 23:59:59 GMT",
+            "Mon Dec 31 23:59:59 2068",
+            " Mon, 31 Dec 2068 23:59:59 GMT ",
+        ] {
+            let secs = parse_retry_after(future);
+            assert!(
+                secs.is_some_and(|s| s + 2 >= until && s <= until),
+                "{future}: {secs:?}, expected about {until}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_after_garbage_is_none() {
+        for garbage in [
+            "",
+            "   ",
+            "-1",
+            "1.5",
+            "18446744073709551616",
+            "tomorrow",
+            // numeric zones are RFC 2822, not HTTP-dates
+            "Sun, 06 Nov 1994 08:49:37 +0000",
+            // wrong weekday, impossible day, lower-case month, missing zone, two-digit IMF year
+            "Mon, 06 Nov 1994 08:49:37 GMT",
+            "Tue, 31 Feb 2015 07:28:00 GMT",
+            "Sun, 06 nov 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 08:49:37",
+            "Sun, 06 Nov 94 08:49:37 GMT",
+            "Sun Nov 6 08:49:37 1994",
+        ] {
+            assert_eq!(parse_retry_after(garbage), None, "{garbage:?}");
+        }
     }
 }
