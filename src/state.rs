@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use url::Url;
 
 use crate::config::{CacheConfig, Config, KratosConfig};
+use crate::edge::WarnOnce;
 use crate::identity::Template;
 use crate::metrics::Metrics;
 use crate::resolver::Resolver;
@@ -28,6 +29,9 @@ pub struct Runtime {
     pub whoami: WhoamiClient,
     /// Upstream name lookups (run time, cached).
     pub resolver: Arc<Resolver>,
+    /// OIDC providers already warned about (one `redirect_uri` warning per provider and
+    /// configuration; `crate::edge::oidc`).
+    pub oidc_warned: WarnOnce,
 }
 
 /// Why the proxy could not be built from a valid configuration.
@@ -122,6 +126,7 @@ impl Runtime {
             store,
             whoami,
             resolver: Arc::new(Resolver::new()),
+            oidc_warned: WarnOnce::default(),
         })
     }
 }

@@ -466,7 +466,8 @@ mod tests {
 }
 
 /// One compiled `kratos_edge` route: its settings and everything derived from them once, at
-/// start-up (the rewriter's needles, the Ory Network headers, the OIDC warning memory).
+/// start-up (the rewriter's needles, the Ory Network headers). Plain data: what the edge remembers
+/// while running (the OIDC warnings already given) lives in [`crate::state::Runtime`].
 #[derive(Debug)]
 pub struct EdgeRoute {
     pub settings: EdgeSettings,
@@ -474,8 +475,6 @@ pub struct EdgeRoute {
     /// `Ory-Base-URL-Rewrite`, `-Token` (sensitive), `Ory-No-Custom-Domain-Redirect`, in Ory Network
     /// mode.
     pub ory_headers: Option<[(http::HeaderName, http::HeaderValue); 3]>,
-    /// Providers already warned about (one warning per provider).
-    pub oidc_warned: WarnOnce,
 }
 
 impl EdgeRoute {
@@ -491,7 +490,6 @@ impl EdgeRoute {
             rewriter: Rewriter::new(&settings),
             settings,
             ory_headers,
-            oidc_warned: WarnOnce::default(),
         })
     }
 }

@@ -10,12 +10,12 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::Result;
 use serde_json::Value;
 
-use crate::credential::{CacheKey, Credential, CredentialKind};
+use crate::credential::{Credential, CredentialKind};
 use crate::edge::purge::session_cookie_set;
 use crate::edge::request::EdgeRequest;
 use crate::edge::returnto::{return_to_in_form, return_to_in_json};
 use crate::edge::{
-    after_response, provider_redirect_mismatch, EdgeRoute, PurgeAction, RequestKind, ORY_HEADERS,
+    after_response, provider_redirect_mismatch, EdgeRoute, PurgeAction, WarnOnce, ORY_HEADERS,
 };
 use crate::error::GateError;
 use crate::metrics::Metrics;
@@ -26,24 +26,14 @@ const MAX_REQUEST_BODY: usize = 64 * 1024;
 /// Largest response body the edge rewrites; larger ones pass through unchanged.
 const MAX_RESPONSE_BODY: usize = 2 * 1024 * 1024;
 
-/// Per-request state of an edge request: admission's plan ([`EdgeRequest`]) and what the hooks
-/// learn on the way back.
+/// Per-request state of an edge request: admission's plan and what the hooks learn on the way
+/// back.
 #[derive(Debug, Default)]
 pub struct EdgeCtx {
-    /// The path Kratos sees (prefix stripped, Kratos's base path added) plus the untouched query.
-    pub upstream_target: String,
-    /// What the request means for the session cache.
-    pub kind: RequestKind,
-    /// The cache key of the request's credential, for purges.
-    pub credential: Option<CacheKey>,
-    /// The identity of the request's session, when a purge needs it.
-    pub identity_id: Option<String>,
-    /// Whether the request body must be read and checked in `request_filter`.
-    pub buffer_request: bool,
+    /// What admission decided about the request ([`crate::edge::request`]).
+    pub plan: EdgeRequest,
     /// `100 Continue` was sent to the client before its body was read here.
     continue_sent: bool,
-    check_body_return_to: bool,
-    json_body: bool,
     /// The response body is buffered for rewriting and/or purge decisions.
     buffer_response: bool,
     rewrite_response: bool,
@@ -58,22 +48,25 @@ impl EdgeCtx {
     /// The state of a request admission planned as `plan`.
     pub fn new(plan: EdgeRequest) -> EdgeCtx {
         EdgeCtx {
-            upstream_target: plan.upstream_target,
-            kind: plan.kind,
-            credential: plan.credential,
-            identity_id: plan.identity_id,
-            buffer_request: plan.buffer_request,
-            check_body_return_to: plan.check_body_return_to,
-            json_body: plan.json_body,
+            plan,
             ..EdgeCtx::default()
         }
     }
 }
 
+/// What the response side of the edge acts on: cache purges (through the store's narrow handle),
+/// the OIDC misconfiguration warning (once per provider) and its metric.
+#[derive(Clone, Copy)]
+pub struct Effects<'a> {
+    pub purger: Purger<'a>,
+    pub metrics: &'a Metrics,
+    pub oidc_warned: &'a WarnOnce,
+}
+
 /// `upstream_request_filter`: the Kratos path and Host, the public `X-Forwarded-*`, the Ory Network
 /// headers (client copies always deleted), and no compression from Kratos (bodies are rewritten).
 pub fn upstream_request(edge: &EdgeRoute, ctx: &EdgeCtx, req: &mut RequestHeader) -> Result<()> {
-    req.set_raw_path(ctx.upstream_target.as_bytes())?;
+    req.set_raw_path(ctx.plan.upstream_target.as_bytes())?;
     req.insert_header(HOST, edge.settings.kratos_authority())?;
     req.insert_header("x-forwarded-host", edge.settings.public_authority())?;
     req.insert_header("x-forwarded-proto", edge.settings.public_scheme())?;
@@ -142,8 +135,8 @@ fn check_body(
     ctx: &mut EdgeCtx,
     whole: &[u8],
 ) -> std::result::Result<(), GateError> {
-    if ctx.check_body_return_to {
-        let values = if ctx.json_body {
+    if ctx.plan.check_body_return_to {
+        let values = if ctx.plan.json_body {
             return_to_in_json(whole)
         } else {
             return_to_in_form(whole)
@@ -155,7 +148,7 @@ fn check_body(
                 .map_err(|_| GateError::ReturnToNotAllowed)?;
         }
     }
-    ctx.kind.observe_request_body(whole);
+    ctx.plan.kind.observe_request_body(whole);
     Ok(())
 }
 
@@ -166,8 +159,7 @@ pub fn upstream_response(
     ctx: &mut EdgeCtx,
     resp: &mut ResponseHeader,
     cookie_name: &str,
-    purger: Purger<'_>,
-    metrics: &Metrics,
+    fx: Effects<'_>,
 ) -> Result<()> {
     ctx.status = resp.status.as_u16();
     ctx.sets_session_cookie = session_cookie_set(&resp.headers, cookie_name);
@@ -178,7 +170,7 @@ pub fn upstream_response(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
     {
-        report_oidc_mismatch(edge, &location, metrics);
+        report_oidc_mismatch(edge, &location, fx);
         if let Some(rewritten) = edge.rewriter.rewrite_location(&location) {
             resp.insert_header(LOCATION, rewritten)?;
         }
@@ -219,7 +211,7 @@ pub fn upstream_response(
         );
     }
     ctx.rewrite_response = textual && !encoded;
-    ctx.response_json_for_purge = ctx.kind.needs_response_json()
+    ctx.response_json_for_purge = ctx.plan.kind.needs_response_json()
         && (200..300).contains(&ctx.status)
         && content_type.contains("json")
         && !encoded;
@@ -229,8 +221,8 @@ pub fn upstream_response(
         resp.remove_header(&CONTENT_LENGTH);
     }
     if !ctx.response_json_for_purge {
-        let actions = after_response(&ctx.kind, ctx.status, ctx.sets_session_cookie, None);
-        apply_purges(&actions, ctx, purger);
+        let actions = after_response(&ctx.plan.kind, ctx.status, ctx.sets_session_cookie, None);
+        apply_purges(&actions, ctx, fx.purger);
     }
     Ok(())
 }
@@ -242,8 +234,7 @@ pub fn response_body(
     ctx: &mut EdgeCtx,
     body: &mut Option<Bytes>,
     end_of_stream: bool,
-    purger: Purger<'_>,
-    metrics: &Metrics,
+    fx: Effects<'_>,
 ) {
     if !ctx.buffer_response || ctx.response_too_big {
         return;
@@ -264,12 +255,12 @@ pub fn response_body(
     let json: Option<Value> = serde_json::from_slice(&whole).ok();
     if ctx.response_json_for_purge {
         let actions = after_response(
-            &ctx.kind,
+            &ctx.plan.kind,
             ctx.status,
             ctx.sets_session_cookie,
             json.as_ref(),
         );
-        apply_purges(&actions, ctx, purger);
+        apply_purges(&actions, ctx, fx.purger);
     }
     if let Some(url) = json
         .as_ref()
@@ -279,7 +270,7 @@ pub fn response_body(
         })
         .and_then(Value::as_str)
     {
-        report_oidc_mismatch(edge, url, metrics);
+        report_oidc_mismatch(edge, url, fx);
     }
     let out = if ctx.rewrite_response {
         edge.rewriter.rewrite_body(&whole).map(Bytes::from)
@@ -289,11 +280,11 @@ pub fn response_body(
     *body = Some(out.unwrap_or_else(|| whole.freeze()));
 }
 
-fn report_oidc_mismatch(edge: &EdgeRoute, location: &str, metrics: &Metrics) {
+fn report_oidc_mismatch(edge: &EdgeRoute, location: &str, fx: Effects<'_>) {
     if let Some(m) = provider_redirect_mismatch(location, &edge.settings) {
-        if edge.oidc_warned.first_time(&m.provider) {
+        if fx.oidc_warned.first_time(&m.provider) {
             tracing::warn!(provider = %m.provider, redirect_uri = %m.redirect_uri, "{}", m.advice());
-            metrics.oidc_redirect_mismatch(&m.provider);
+            fx.metrics.oidc_redirect_mismatch(&m.provider);
         }
     }
 }
@@ -302,7 +293,7 @@ fn apply_purges(actions: &[PurgeAction], ctx: &EdgeCtx, purger: Purger<'_>) {
     for action in actions {
         match action {
             PurgeAction::Credential => {
-                if let Some(key) = ctx.credential {
+                if let Some(key) = ctx.plan.credential {
                     purger.purge_credential(key);
                 }
             }
@@ -313,9 +304,9 @@ fn apply_purges(actions: &[PurgeAction], ctx: &EdgeCtx, purger: Purger<'_>) {
             }
             PurgeAction::SessionId(id) => purger.purge_session_id(id),
             PurgeAction::AllOfIdentity => {
-                if let Some(id) = &ctx.identity_id {
+                if let Some(id) = &ctx.plan.identity_id {
                     purger.purge_identity(id);
-                } else if let Some(key) = ctx.credential {
+                } else if let Some(key) = ctx.plan.credential {
                     purger.purge_credential(key);
                 }
             }

@@ -164,7 +164,7 @@ impl ProxyHttp for Proxy {
         let mut verdict = self.admit(session, ctx, &rt).await;
         if verdict.is_ok() {
             if let (Some(er), Some(ectx)) = (edge_route(&rt, ctx.route), ctx.edge.as_mut()) {
-                if ectx.buffer_request {
+                if ectx.plan.buffer_request {
                     verdict = edge::read_and_check_request_body(er, ectx, session).await;
                 }
             }
@@ -296,8 +296,7 @@ impl ProxyHttp for Proxy {
                 ectx,
                 upstream_response,
                 &rt.config.kratos.session_cookie,
-                rt.store.purger(),
-                &self.shared.metrics,
+                edge_effects(&rt, &self.shared),
             )?;
         }
         Ok(())
@@ -321,8 +320,7 @@ impl ProxyHttp for Proxy {
                 ectx,
                 body,
                 end_of_stream,
-                rt.store.purger(),
-                &self.shared.metrics,
+                edge_effects(&rt, &self.shared),
             );
         }
         Ok(None)
@@ -492,6 +490,15 @@ fn edge_route(rt: &Runtime, route: Option<usize>) -> Option<&crate::edge::EdgeRo
     route
         .and_then(|i| rt.config.routes.get(i))
         .and_then(|r| r.edge.as_deref())
+}
+
+/// What the response side of an edge request acts on.
+fn edge_effects<'a>(rt: &'a Runtime, shared: &'a Shared) -> edge::Effects<'a> {
+    edge::Effects {
+        purger: rt.store.purger(),
+        metrics: &shared.metrics,
+        oidc_warned: &rt.oidc_warned,
+    }
 }
 
 /// Upstream failures become gateway errors; everything else keeps pingora's status.
