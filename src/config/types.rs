@@ -172,8 +172,7 @@ pub struct Route {
     pub identity_headers: Vec<IdentityHeader>,
     /// Whether an `Upgrade` (WebSocket) request is forwarded.
     pub websocket: bool,
-    /// Set on `kratos_edge` routes. Besides its settings and precomputed rewriter, an
-    /// [`EdgeRoute`] holds one piece of run-time state: the set of OIDC providers already warned
-    /// about (behind a mutex), which a reload starts afresh.
+    /// Set on `kratos_edge` routes: the edge's settings and what is precomputed from them (plain
+    /// data; the OIDC warnings already given live in the runtime).
     pub edge: Option<Arc<EdgeRoute>>,
 }
