@@ -26,6 +26,7 @@ use crate::config::{AuthMode, Config};
 use crate::credential::{self, Credential, CredentialError};
 use crate::edge::request::{plan, EdgeRequest};
 use crate::error::GateError;
+use crate::host::is_host_name;
 use crate::identity;
 use crate::path::{canonicalize, CanonicalTarget};
 use crate::policy::{self, RequestFacts};
@@ -205,7 +206,7 @@ async fn admit_into<S: SessionSource>(
 
 /// The `Host` value when it is a valid authority (host and optional numeric port), lowercase and
 /// without the port; a trailing dot of the host is dropped (`example.com.` names the same host,
-/// and backends treat it so). RFC 9112 §3.2: an HTTP/1.1 request without `Host` is a 400 (HTTP/1.0
+/// and backends treat it so); the name must pass [`crate::host`]'s rule. RFC 9112 §3.2: an HTTP/1.1 request without `Host` is a 400 (HTTP/1.0
 /// may omit it; an absolute-form target's host then counts).
 ///
 /// # Errors
@@ -226,17 +227,12 @@ pub fn request_host(req: &RequestView<'_>) -> Result<Option<String>, GateError> 
         return Err(GateError::BadHost);
     }
     let host = authority.host();
-    let valid = !host.is_empty()
-        && (host.starts_with('[')
-            || host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_'));
-    if !valid {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    // an IPv6 literal was checked by the authority parser
+    if !(host.starts_with('[') || is_host_name(host)) {
         return Err(GateError::BadHost);
     }
-    Ok(Some(
-        host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase(),
-    ))
+    Ok(Some(host.to_ascii_lowercase()))
 }
 
 /// Size of the request header block as the client sent it, approximately (bytes: names, values,

@@ -12,6 +12,7 @@
 //! | [`config`] | TOML schema, environment overrides, validation into a typed [`config::Config`] |
 //! | [`admission`] | the request pipeline as plain code: framing, `Host`, path, route, credential, session, policy -> forward or answer |
 //! | [`path`] | canonical request paths (the one spelling used for matching and forwarding) |
+//! | [`host`] | the one host-name rule (request `Host`, route `host`, `cookie_domain`) |
 //! | [`routing`] | the route table and its precedence |
 //! | [`resolver`] | upstream names resolved at run time, every address tried in order |
 //! | [`credential`] | extracting the credential with Kratos's precedence; cache keys |
@@ -37,6 +38,7 @@ pub mod credential;
 pub mod edge;
 pub mod error;
 pub mod forwarding;
+pub mod host;
 pub mod identity;
 pub mod logging;
 pub mod metrics;

@@ -276,14 +276,7 @@ fn normalise_prefix(prefix: &str) -> Result<String, String> {
 
 fn normalise_cookie_domain(d: &str) -> Result<String, String> {
     let d = d.trim_start_matches('.').to_ascii_lowercase();
-    if d.is_empty()
-        || !d
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-        || d.starts_with('-')
-        || d.ends_with('.')
-        || d.contains("..")
-    {
+    if !crate::host::is_host_name(&d) {
         return Err(format!("cookie_domain {d:?} is not a domain name"));
     }
     Ok(d)

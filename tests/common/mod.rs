@@ -57,7 +57,13 @@ impl TestProxy {
     /// the proxy's origin before it starts, like a real Kratos whose `base_url` it is).
     pub fn start_at(config: &str, port: u16, env: &[(&str, &str)]) -> TestProxy {
         let listen = format!("127.0.0.1:{port}");
-        let admin = format!("127.0.0.1:{}", free_port());
+        // Two binds to port 0 in a row can get the same port back once the first is closed: the
+        // admin listener must not be given the public one (the config check refuses that).
+        let admin_port = (0..100)
+            .map(|_| free_port())
+            .find(|p| *p != port)
+            .expect("a second free port");
+        let admin = format!("127.0.0.1:{admin_port}");
         let mut vars = vec![
             ("SESSIONGATE__SERVER__LISTEN".to_string(), listen.clone()),
             (

@@ -78,10 +78,8 @@ pub(super) fn compile_route(
 
     let host = r.host.as_ref().and_then(|h| {
         let h = h.to_ascii_lowercase();
-        let valid = !h.is_empty()
-            && h.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-        if valid {
+        let h = h.strip_suffix('.').map(str::to_owned).unwrap_or(h);
+        if crate::host::is_host_name(&h) {
             Some(h)
         } else {
             issues.push(
