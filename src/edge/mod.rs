@@ -9,6 +9,7 @@
 //! | file | concern | hook that calls it |
 //! |---|---|---|
 //! | [`rewrite`] | request path under the prefix -> Kratos path; `Location`, `Set-Cookie` and body rewriting | `upstream_request_filter`, `response_filter`, `response_body_filter` |
+//! | [`media`] | which bodies are JSON, forms or text (`Content-Type`, read with the `mime` crate) | `request_filter` (which bodies to check), `response_filter` (which to rewrite) |
 //! | [`returnto`] | the `return_to` allow-list, checked before Kratos sees the request | `request_filter` (query), `request_body_filter` (form / JSON body) |
 //! | [`oidc`] | detecting a provider `redirect_uri` that does not point at the public origin | `response_filter` (303) / body of a 422 |
 //! | [`purge`] | which requests/responses end or change a session, so the cache is purged | `request_filter` + after the response |
@@ -40,6 +41,7 @@
 //!   end of stream, then fixes `Content-Length`. The simplest way to avoid compressed bodies is to
 //!   remove `Accept-Encoding` from edge requests (Kratos on the loopback gains nothing from gzip).
 
+pub mod media;
 pub mod oidc;
 pub mod ory;
 pub mod purge;

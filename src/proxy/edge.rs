@@ -11,6 +11,7 @@ use pingora::Result;
 use serde_json::Value;
 
 use crate::credential::{CacheKey, Credential, CredentialKind};
+use crate::edge::media::Media;
 use crate::edge::purge::session_cookie_set;
 use crate::edge::returnto::{return_to_in_form, return_to_in_json, return_to_in_query};
 use crate::edge::{
@@ -84,15 +85,9 @@ pub fn on_edge_request(
         upstream_target.push('?');
         upstream_target.push_str(q);
     }
-    let content_type = req
-        .headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let media = Media::of(req.headers.get(CONTENT_TYPE));
     let has_body = !matches!(req.method, Method::GET | Method::HEAD | Method::OPTIONS);
-    let form = content_type.starts_with("application/x-www-form-urlencoded");
-    let json = content_type.starts_with("application/json");
+    let (form, json) = (media.form, media.json);
     let check_body_return_to =
         has_body && !settings.allowed_return_urls.is_empty() && (form || json);
     Ok(EdgeCtx {
@@ -265,15 +260,8 @@ pub fn upstream_response(
         }
     }
 
-    let content_type = resp
-        .headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let textual = content_type.contains("json")
-        || content_type.contains("html")
-        || content_type.starts_with("text/");
+    let media = Media::of(resp.headers.get(CONTENT_TYPE));
+    let textual = media.textual;
     let encoded = resp
         .headers
         .get(CONTENT_ENCODING)
@@ -286,7 +274,7 @@ pub fn upstream_response(
     ctx.rewrite_response = textual && !encoded;
     ctx.response_json_for_purge = ctx.kind.needs_response_json()
         && (200..300).contains(&ctx.status)
-        && content_type.contains("json")
+        && media.json
         && !encoded;
     ctx.buffer_response = ctx.rewrite_response || ctx.response_json_for_purge;
     if ctx.rewrite_response {
