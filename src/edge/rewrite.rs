@@ -46,6 +46,8 @@
 //! [`Rewriter::rewrite_set_cookie`] applies the route's cookie rules (`Domain`, `Secure`, `Path`,
 //! `SameSite=None`; everything else byte for byte): see [`super::set_cookie`].
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
 use super::set_cookie::CookieRules;
 use super::EdgeSettings;
 
@@ -113,20 +115,25 @@ pub struct Rewriter {
     cookies: CookieRules,
 }
 
-/// RFC 3986 unreserved characters: never percent-encoded.
-fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
-}
+/// Every byte but the RFC 3986 unreserved characters (`A-Z a-z 0-9 - . _ ~`) is percent-encoded
+/// (non-ASCII bytes always are).
+const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
+/// `s` percent-encoded with [`NOT_UNRESERVED`], hex digits upper-case (`%3A`) or, with `lower`,
+/// lower-case (`%3a`): the crate writes upper case, and a match keeps the case it found.
 fn percent_encode(s: &str, lower: bool) -> String {
     let mut out = String::with_capacity(s.len() * 3);
-    for &b in s.as_bytes() {
-        if is_unreserved(b) {
-            out.push(b as char);
-        } else if lower {
-            out.push_str(&format!("%{b:02x}"));
+    for piece in utf8_percent_encode(s, NOT_UNRESERVED) {
+        // A piece is either a run of unreserved characters or one `%XX` escape (`%` itself is
+        // always escaped, so a piece starting with it is an escape).
+        if lower && piece.starts_with('%') {
+            out.push_str(&piece.to_ascii_lowercase());
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.push_str(piece);
         }
     }
     out
@@ -223,12 +230,9 @@ impl Rewriter {
         // base path: case-sensitive (escapes' hex digits are not)
         push(&mut plain, base_path, false);
         push(&mut json, &base_path.replace('/', "\\/"), false);
-        for &b in base_path.as_bytes() {
-            if is_unreserved(b) {
-                push(&mut pct, &(b as char).to_string(), false);
-            } else {
-                push(&mut pct, &format!("%{b:02x}"), true);
-            }
+        for piece in utf8_percent_encode(base_path, NOT_UNRESERVED) {
+            // escapes' hex digits in either case; unreserved characters as they are
+            push(&mut pct, piece, piece.starts_with('%'));
         }
 
         Rewriter {

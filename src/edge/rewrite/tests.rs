@@ -329,6 +329,20 @@ fn login_flow_fixture() {
 }
 
 #[test]
+fn percent_encoding_keeps_unreserved_and_the_hex_case_asked_for() {
+    let s = "https://a.example:8443/b c/\u{e4}~-._?x=1&y=%";
+    assert_eq!(
+        percent_encode(s, false),
+        "https%3A%2F%2Fa.example%3A8443%2Fb%20c%2F%C3%A4~-._%3Fx%3D1%26y%3D%25"
+    );
+    assert_eq!(
+        percent_encode(s, true),
+        "https%3a%2f%2fa.example%3a8443%2fb%20c%2f%c3%a4~-._%3fx%3d1%26y%3d%25"
+    );
+    assert_eq!(percent_encode("AZaz09", true), "AZaz09");
+}
+
+#[test]
 fn identity_rewriter_changes_nothing() {
     let r = Rewriter::new(&settings_with("http://k:1/", "http://k:1", ""));
     assert_eq!(r.rewrite_body(b"http://k:1/x"), None);
