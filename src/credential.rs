@@ -211,12 +211,16 @@ fn well_formed(kind: CredentialKind, value: &str) -> Result<Credential<'_>, Cred
     Ok(Credential::new(kind, value))
 }
 
-/// The value of the first cookie called `name` in one `Cookie` header line.
+/// The value of the first cookie called `name` in one `Cookie` header line, read with the
+/// `cookie` crate: pairs are cut at `;`, name and value trimmed, a pair without `=` or with an
+/// empty name skipped, nothing percent-decoded. The value is a slice of `line`, with any `"`
+/// at either end removed (all of them, paired or not, as before the crate read it).
 pub fn find_cookie<'a>(line: &'a str, name: &str) -> Option<&'a str> {
-    line.split(';').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k.trim() == name).then(|| v.trim().trim_matches('"'))
-    })
+    cookie::Cookie::split_parse(line)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)?
+        .value_raw()
+        .map(|v| v.trim_matches('"'))
 }
 
 #[cfg(test)]
@@ -350,6 +354,39 @@ mod tests {
         assert_eq!(
             got(&[("Cookie", "a=1"), ("Cookie", "ory_kratos_session=y")]),
             Ok(Some((CredentialKind::Cookie, "y".into())))
+        );
+    }
+
+    #[test]
+    fn cookie_values_pass_byte_for_byte() {
+        const N: &str = "ory_kratos_session";
+        // nothing is percent-decoded; `=` and `/` inside the value stay
+        assert_eq!(
+            find_cookie("a=1; ory_kratos_session=MTY4%2Fab+c/d==; b", N),
+            Some("MTY4%2Fab+c/d==")
+        );
+        // pairs without `=`, with an empty name, or empty ones are skipped
+        assert_eq!(
+            find_cookie(";; garbage ; =x; ory_kratos_session = v ;", N),
+            Some("v")
+        );
+        // quotes at either end go, paired or not; inner ones stay
+        assert_eq!(find_cookie("ory_kratos_session=\"v\"", N), Some("v"));
+        assert_eq!(find_cookie("ory_kratos_session=\"v", N), Some("v"));
+        assert_eq!(find_cookie("ory_kratos_session=a\"b", N), Some("a\"b"));
+        // the first of the name decides, even when it is empty: the line has no session cookie
+        assert_eq!(
+            find_cookie("ory_kratos_session=; ory_kratos_session=x", N),
+            Some("")
+        );
+        assert_eq!(
+            got(&[("Cookie", "ory_kratos_session=; ory_kratos_session=x")]),
+            Ok(None)
+        );
+        // a value Kratos could not have set is refused, not cut
+        assert_eq!(
+            got(&[("Cookie", "ory_kratos_session=a b")]),
+            Err(CredentialError::Malformed)
         );
     }
 

@@ -4,12 +4,14 @@
 //! origin (`https://app.example.com/.ory/...`, or at the root with an empty prefix). Browsers,
 //! native apps and OIDC providers must only ever see that public origin, so everything Kratos
 //! says about its own location is translated on the way back. This module is the pure logic of
-//! that translation; the pingora hooks in `proxy.rs` only call into it.
+//! that translation; the pingora hooks (`src/proxy/edge.rs`) only call into it.
 //!
 //! | file | concern | hook that calls it |
 //! |---|---|---|
 //! | [`rewrite`] | request path under the prefix -> Kratos path; `Location`, `Set-Cookie` and body rewriting | `upstream_request_filter`, `response_filter`, `response_body_filter` |
-//! | [`returnto`] | the `return_to` allow-list, checked before Kratos sees the request | `request_filter` (query), `request_filter` (form / JSON body, read before forwarding) |
+//! | [`set_cookie`] | the `Set-Cookie` rules [`rewrite::Rewriter`] applies (`Domain`, `Secure`, `Path`, `SameSite`) | `response_filter` |
+//! | [`media`] | which bodies are JSON, forms or text (`Content-Type`, read with the `mime` crate) | `request_filter` (which bodies to check), `response_filter` (which to rewrite) |
+//! | [`returnto`] | the `return_to` allow-list, checked before Kratos sees the request | `request_filter` (query, and form / JSON bodies read before forwarding) |
 //! | [`oidc`] | detecting a provider `redirect_uri` that does not point at the public origin | `response_filter` (303) / body of a 422 |
 //! | [`request`] | the plan of an edge request: `return_to` in the query, Kratos's path, what to read of the body | `request_filter` (through [`crate::admission`]) |
 //! | [`purge`] | which requests/responses end or change a session, so the cache is purged | `request_filter` + after the response |
@@ -41,12 +43,14 @@
 //!   end of stream, then fixes `Content-Length`. The simplest way to avoid compressed bodies is to
 //!   remove `Accept-Encoding` from edge requests (Kratos on the loopback gains nothing from gzip).
 
+pub mod media;
 pub mod oidc;
 pub mod ory;
 pub mod purge;
 pub mod request;
 pub mod returnto;
 pub mod rewrite;
+pub mod set_cookie;
 
 pub use oidc::{provider_redirect_mismatch, OidcMismatch, WarnOnce};
 pub use ory::{ory_network_headers, ORY_HEADERS};

@@ -208,12 +208,8 @@ pub fn session_cookie_set(headers: &HeaderMap, cookie_name: &str) -> bool {
         .get_all(http::header::SET_COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            let first = v.split(';').next().unwrap_or_default();
-            first
-                .split_once('=')
-                .is_some_and(|(n, val)| n.trim() == cookie_name && !val.trim().is_empty())
-        })
+        .filter_map(|v| cookie::Cookie::parse(v).ok())
+        .any(|c| c.name() == cookie_name && !c.value().is_empty())
 }
 
 /// The purges a finished exchange calls for (see the module docs). Empty = none.
@@ -538,6 +534,23 @@ mod tests {
         );
         assert!(session_cookie_set(&h, "ory_kratos_session"));
         assert!(!session_cookie_set(&h, "ory_session_slug"));
+        let mut odd = HeaderMap::new();
+        for v in [
+            "garbage",
+            "=x",
+            "ory_session_slug = ; Path=/",
+            "ory_session_slug",
+        ] {
+            odd.append("set-cookie", v.parse().unwrap());
+        }
+        assert!(!session_cookie_set(&odd, "ory_session_slug"));
+        odd.append(
+            "set-cookie",
+            " ory_session_slug = \"v\" ; Partitioned; Priority=High"
+                .parse()
+                .unwrap(),
+        );
+        assert!(session_cookie_set(&odd, "ory_session_slug"));
     }
 
     #[test]

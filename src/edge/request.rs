@@ -7,6 +7,7 @@
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, Method};
 
+use super::media::Media;
 use super::returnto::return_to_in_query;
 use super::{on_request, EdgeRoute, RequestKind};
 use crate::credential::{CacheKey, Credential};
@@ -63,14 +64,9 @@ pub fn plan(
         upstream_target.push('?');
         upstream_target.push_str(q);
     }
-    let content_type = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let media = Media::of(headers.get(CONTENT_TYPE));
     let has_body = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
-    let form = content_type.starts_with("application/x-www-form-urlencoded");
-    let json = content_type.starts_with("application/json");
+    let (form, json) = (media.form, media.json);
     let check_body_return_to =
         has_body && !settings.allowed_return_urls.is_empty() && (form || json);
     Ok(EdgeRequest {

@@ -11,6 +11,7 @@ use pingora::Result;
 use serde_json::Value;
 
 use crate::credential::{Credential, CredentialKind};
+use crate::edge::media::Media;
 use crate::edge::purge::session_cookie_set;
 use crate::edge::request::EdgeRequest;
 use crate::edge::returnto::{return_to_in_form, return_to_in_json};
@@ -192,15 +193,8 @@ pub fn upstream_response(
         }
     }
 
-    let content_type = resp
-        .headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let textual = content_type.contains("json")
-        || content_type.contains("html")
-        || content_type.starts_with("text/");
+    let media = Media::of(resp.headers.get(CONTENT_TYPE));
+    let textual = media.textual;
     let encoded = resp
         .headers
         .get(CONTENT_ENCODING)
@@ -213,7 +207,7 @@ pub fn upstream_response(
     ctx.rewrite_response = textual && !encoded;
     ctx.response_json_for_purge = ctx.plan.kind.needs_response_json()
         && (200..300).contains(&ctx.status)
-        && content_type.contains("json")
+        && media.json
         && !encoded;
     ctx.buffer_response = ctx.rewrite_response || ctx.response_json_for_purge;
     if ctx.rewrite_response {
