@@ -147,14 +147,18 @@ fn is_delimiter(b: u8) -> bool {
     )
 }
 
-/// The byte a `%XX` escape at `i` stands for.
+/// The byte a `%XX` escape at `i` stands for (`None` when there is no well-formed escape there).
 fn pct_at(hay: &[u8], i: usize) -> Option<u8> {
-    if hay.get(i) != Some(&b'%') {
+    let escape = hay.get(i..i + 3)?;
+    if escape[0] != b'%' {
         return None;
     }
-    let h = (*hay.get(i + 1)? as char).to_digit(16)?;
-    let l = (*hay.get(i + 2)? as char).to_digit(16)?;
-    Some((h * 16 + l) as u8)
+    // a well-formed escape decodes to exactly one byte; a broken one is passed through as three
+    let mut decoded = percent_encoding::percent_decode(escape);
+    match (decoded.next(), decoded.next()) {
+        (Some(b), None) => Some(b),
+        _ => None,
+    }
 }
 
 fn is_scheme_char(b: u8) -> bool {
