@@ -330,14 +330,18 @@ def env_md(env, versions):
         f"oathkeeper {v.get('oathkeeper', '—')}, wrk {v.get('wrk')}\n")
 
 
+def write_json(out, name, doc):
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, name), "w") as fh:
+        json.dump(doc, fh, indent=2)
+        fh.write("\n")
+
+
 def render(argv):
     cases_path, out, env_s, vers_s = argv
     cases = load_jsonl(cases_path)
     env, versions = json.loads(env_s), json.loads(vers_s)
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "results.json"), "w") as fh:
-        json.dump({"environment": env, "versions": versions, "cases": cases}, fh, indent=2)
-        fh.write("\n")
+    write_json(out, "results.json", {"environment": env, "versions": versions, "cases": cases})
     has_chart = chart(cases, os.path.join(out, "chart.png"), env)
     table = main_table(cases)
     bursts = burst_table(cases)
@@ -373,10 +377,7 @@ def memory(argv):
     path, out, env_s, vers_s = argv
     rows = load_jsonl(path)
     env, versions = json.loads(env_s), json.loads(vers_s)
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "memory.json"), "w") as fh:
-        json.dump({"environment": env, "versions": versions, "sizes": rows}, fh, indent=2)
-        fh.write("\n")
+    write_json(out, "memory.json", {"environment": env, "versions": versions, "sizes": rows})
     head = ("| cached sessions | RSS before MiB | RSS after MiB | growth MiB | bytes / session | cache entries "
             "(metric) | drive req/s | status |\n|---:|---:|---:|---:|---:|---:|---:|---|\n")
     lines = []

@@ -386,22 +386,16 @@ cpu_ticks() { # utime + stime of the tree, in clock ticks
     done
     echo "$t"
 }
-hwm_kb() { # peak RSS (VmHWM) of the tree, in KiB
+status_kb() { # sum of a /proc/<pid>/status field (VmRSS, VmHWM) over the tree of $2, in KiB
     local t=0 p v
-    for p in $(proc_tree "$1"); do
-        v=$(awk '/^VmHWM:/ {print $2}' "/proc/$p/status" 2>/dev/null) || v=0
+    for p in $(proc_tree "$2"); do
+        v=$(awk -v f="$1:" '$1 == f {print $2}' "/proc/$p/status" 2>/dev/null) || v=0
         t=$((t + ${v:-0}))
     done
     echo "$t"
 }
-rss_kb() {
-    local t=0 p v
-    for p in $(proc_tree "$1"); do
-        v=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null) || v=0
-        t=$((t + ${v:-0}))
-    done
-    echo "$t"
-}
+hwm_kb() { status_kb VmHWM "$1"; } # peak RSS of the tree
+rss_kb() { status_kb VmRSS "$1"; }
 nprocs_threads() { # "processes/threads" of the tree
     local n=0 th=0 p
     for p in $(proc_tree "$1"); do

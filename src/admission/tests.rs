@@ -197,11 +197,20 @@ async fn run(t: &Table, r: &Req) -> (Decision, Expect) {
 
 const TOKEN: &str = "x-session-token";
 
+/// One row: path, method, headers, what admission must do, how many whoami lookups it may make.
+type Case = (
+    &'static str,
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+    Expect,
+    usize,
+);
+
 #[tokio::test]
 async fn decision_table() {
     use Expect::*;
     // (path, method, headers, expected, whoami calls)
-    let cases: Vec<(&'static str, &str, Vec<(&'static str, &str)>, Expect, usize)> = vec![
+    let cases: Vec<Case> = vec![
         // no credential
         ("/api/x", "GET", vec![], Answer(401), 0),
         ("/app/x", "GET", vec![], Answer(303), 0),
