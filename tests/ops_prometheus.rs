@@ -521,12 +521,14 @@ async fn prometheus_scrapes_the_metrics_contract_and_every_dashboard_query_has_d
         (ratio - 5.0 / 12.0).abs() < 1e-9,
         "cache hit ratio {ratio}, expected 5/12"
     );
-    // A gauge sampled at scrape time; the cache's count is eventually consistent, so at least alice's
-    // entry and nobody's negative one are expected, not an exact number.
-    let entries = prom
-        .scalar(&format!("sessiongate_cache_entries{{{sel}}}"))
-        .await;
-    assert!(entries >= 2.0, "sessiongate_cache_entries {entries}");
+    // Sampled at scrape time after the cache's maintenance: alice's session and nobody's rejection
+    // (stale-user's entry expired with its Ory-Session-Cache-For; 5xx answers are not cached).
+    assert_eq!(
+        prom.scalar(&format!("sessiongate_cache_entries{{{sel}}}"))
+            .await,
+        2.0,
+        "sessiongate_cache_entries"
+    );
 
     // Stale sessions, upstream errors, reloads.
     assert_eq!(
