@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, lints, unit and integration tests of every crate (attack
-# suite, fault run, token flood and the real Ory stack included), the benchmarks' compilation and a
-# bounded fuzz run of every target. This is what CI (.ci/run) runs.
+# suite, fault run, token flood and the real Ory stack included), promtool's checks of the alert
+# rules, the benchmarks' compilation and a bounded fuzz run of every target. This is what CI
+# (.ci/run) runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/prereqs.sh
@@ -14,6 +15,11 @@ cargo clippy --workspace --all-targets -- -D warnings
 # run with its reason: the real-stack tests never skip.
 bash scripts/ory.sh build
 bash scripts/chromium.sh
+# Prometheus and promtool: the alert rules and their unit tests, and the real scrape in
+# tests/ops_prometheus.rs (which also checks every query of deploy/grafana/sessiongate.json).
+bash scripts/prometheus.sh
+promtool check rules deploy/prometheus/alerts.yaml
+promtool test rules deploy/prometheus/alerts.test.yaml
 cargo test --workspace --no-fail-fast
 cargo bench --workspace --no-run
 # Bounded fuzzing of every cargo-fuzz target (FUZZ_SECONDS each; longer runs: scripts/fuzz.sh 600).
