@@ -168,11 +168,13 @@ impl Metrics {
             .inc();
     }
 
-    /// One whoami call with `result` that took `duration` (`sessiongate_whoami_calls_total`,
-    /// `sessiongate_whoami_duration_seconds`).
-    pub fn observe_whoami(&self, result: &str, duration: Duration) {
+    /// One whoami call with `result` that took `duration` (`sessiongate_whoami_calls_total`;
+    /// `sessiongate_whoami_duration_seconds` when something was sent).
+    pub fn observe_whoami(&self, result: &str, duration: Option<Duration>) {
         self.whoami_calls.with_label_values(&[result]).inc();
-        self.whoami_duration.observe(duration.as_secs_f64());
+        if let Some(d) = duration {
+            self.whoami_duration.observe(d.as_secs_f64());
+        }
     }
 
     /// One request on `route` that failed to reach or read from its upstream
@@ -217,7 +219,7 @@ impl SessionEvents for Metrics {
         self.cache_lookups.with_label_values(&[kind.as_str()]).inc();
     }
 
-    fn whoami_call(&self, result: &'static str, duration: Duration) {
+    fn whoami_call(&self, result: &'static str, duration: Option<Duration>) {
         self.observe_whoami(result, duration);
     }
 }
@@ -240,7 +242,7 @@ mod tests {
         let m = Metrics::new().expect("metrics");
         m.observe_request("api", 200, Duration::from_millis(3));
         m.auth_decision("api", "authenticated");
-        m.observe_whoami("valid", Duration::from_millis(1));
+        m.observe_whoami("valid", Some(Duration::from_millis(1)));
         m.cache_lookup(LookupKind::Hit);
         m.upstream_error("api");
         let text = m.render(5);

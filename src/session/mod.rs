@@ -33,10 +33,10 @@ pub trait SessionEvents: Send + Sync {
     fn cache_lookup(&self, kind: LookupKind);
 
     /// One whoami call ended with `result` ([`whoami::result_label`] of its resolution, or
-    /// `circuit_open` when the breaker refused it) after `duration` of wall time (zero when
-    /// nothing was sent) (`sessiongate_whoami_calls_total{result}`,
-    /// `sessiongate_whoami_duration_seconds`).
-    fn whoami_call(&self, result: &'static str, duration: Duration);
+    /// `circuit_open` when the breaker refused it) after `duration` of wall time, `None` when
+    /// nothing was sent (`sessiongate_whoami_calls_total{result}`; the duration, when there is
+    /// one, in `sessiongate_whoami_duration_seconds`: refusals would pull its quantiles down).
+    fn whoami_call(&self, result: &'static str, duration: Option<Duration>);
 }
 
 /// The parts of a Kratos session the proxy decides on, plus the identity header values rendered once,

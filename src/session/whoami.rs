@@ -90,7 +90,7 @@ impl WhoamiClient {
     pub async fn whoami(&self, cred: &OwnedCredential) -> WhoamiAnswer {
         let started = Instant::now();
         if self.breaker.permit(started) == Permit::Reject {
-            self.events.whoami_call("circuit_open", Duration::ZERO);
+            self.events.whoami_call("circuit_open", None);
             return unavailable(UnavailableReason::CircuitOpen);
         }
         let answer = match tokio::time::timeout(self.timeout, self.call(cred)).await {
@@ -103,7 +103,7 @@ impl WhoamiClient {
         );
         self.breaker.record(!failed, Instant::now());
         self.events
-            .whoami_call(result_label(&answer.resolution), started.elapsed());
+            .whoami_call(result_label(&answer.resolution), Some(started.elapsed()));
         answer
     }
 
