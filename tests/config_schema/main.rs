@@ -245,6 +245,13 @@ fn defaults_durations_and_enumerations_are_what_the_parser_uses() {
         }
     }
     explicit.push_str(ROUTE);
+    for (k, p) in route.as_object().expect("route props") {
+        if let Some(d) = p.get("default") {
+            explicit.push_str(&format!("{k} = {d}\n"));
+        }
+    }
+    // server 12 defaults, kratos public_url + 5, cache 4, log 3, the route's 4 keys + 5 defaults.
+    assert_eq!(explicit.matches(" = ").count(), 12 + 6 + 4 + 3 + 4 + 5);
     let with_defaults: RawConfig = toml::from_str(&explicit)
         .unwrap_or_else(|e| panic!("defaults do not parse: {e}\n{explicit}"));
     let implicit: RawConfig = toml::from_str(&minimal()).expect("minimal parses");
