@@ -1,4 +1,5 @@
-//! The `sessiongate` command: `run` (default) starts the proxy, `check` validates a configuration.
+//! The `sessiongate` command: `run` (default) starts the proxy, `check` validates a configuration,
+//! `config-schema` prints the JSON Schema of the configuration file.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,10 +32,15 @@ enum Command {
     Run,
     /// Validate the configuration and exit: 0 when valid, 1 with one line per problem otherwise.
     Check,
+    /// Print the JSON Schema of the configuration file (for editors) and exit; reads no file.
+    ConfigSchema,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::ConfigSchema) = cli.command {
+        return print_config_schema();
+    }
     let config = match sessiongate::config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -68,6 +74,7 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Command::ConfigSchema => print_config_schema(),
         Command::Run => {
             if let Err(e) = sessiongate::logging::init(&config.log) {
                 eprintln!("error: logging: {e}");
@@ -91,6 +98,20 @@ fn main() -> ExitCode {
             };
             gate.run(Box::new(signals));
             ExitCode::SUCCESS
+        }
+    }
+}
+
+/// `config-schema`: the schema as pretty JSON on stdout.
+fn print_config_schema() -> ExitCode {
+    match serde_json::to_string_pretty(&sessiongate::config::json_schema()) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot serialise the schema: {e}");
+            ExitCode::FAILURE
         }
     }
 }

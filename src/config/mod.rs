@@ -4,18 +4,21 @@
 //! - [`schema`]: the serde structs of the file (`deny_unknown_fields` everywhere).
 //! - `compile`: validation into the typed config the proxy runs on; every error names its key path.
 //! - `types`: the typed config itself ([`Config`] and its parts), plain data.
+//! - `json_schema`: the JSON Schema of the file ([`json_schema()`], `sessiongate config-schema`).
 //!
 //! Environment overrides: `SESSIONGATE__KRATOS__PUBLIC_URL=...` sets `kratos.public_url`;
 //! `SESSIONGATE__ROUTES__0__UPSTREAM=...` sets `routes[0].upstream`. Sections are separated by `__`;
 //! a value is read as a TOML value when it parses as one (`2`, `true`, `["a"]`), else as a string.
 
 mod compile;
+mod json_schema;
 pub mod schema;
 mod types;
 
 use std::fmt;
 use std::path::Path;
 
+pub use json_schema::{json_schema, DURATION_PATTERN, SCHEMA_ID};
 pub use schema::{AuthMode, LogFormat, OnUnauthenticated, RawConfig};
 pub use types::{
     Aal, CacheConfig, Config, KratosConfig, LimitsConfig, Route, RouteMatch, ServerConfig, Upstream,

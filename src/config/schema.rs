@@ -1,60 +1,79 @@
 //! The TOML schema: what an operator writes. Every struct rejects unknown keys, every optional key has
 //! its default here, and nothing in this file is trusted until [`super::compile`] has validated it.
+//!
+//! The types also derive `JsonSchema`: their doc comments are the descriptions of
+//! `sessiongate config-schema` (see [`super::json_schema`]), so every key has one.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 /// The whole configuration file, as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// The listeners, limits and timeouts of the proxy itself.
     #[serde(default)]
     pub server: RawServer,
+    /// The Ory Kratos instance sessions are checked against (`public_url` is required).
     pub kratos: RawKratos,
+    /// The session cache in front of Kratos's whoami endpoint.
     #[serde(default)]
     pub cache: RawCache,
+    /// Logging: format, filter and the access log.
     #[serde(default)]
     pub log: RawLog,
+    /// The routes, matched by host, then exact path, then longest path prefix (not by their order).
+    /// At least one is required.
     #[serde(default)]
     pub routes: Vec<RawRoute>,
 }
 
 /// `[server]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawServer {
-    /// Public proxy listener.
+    /// Public proxy listener, ip:port; use "0.0.0.0:8080" in a container.
     pub listen: String,
-    /// Admin listener: health and metrics.
+    /// Admin listener (/health/alive, /health/ready, /metrics), ip:port; must differ from `listen`.
     pub admin_listen: String,
-    /// Worker threads of the proxy service.
+    /// Worker threads of the proxy service (at least 1).
     pub threads: usize,
-    /// Public origin used to build absolute `return_to` URLs.
+    /// The public origin clients use (scheme://host[:port], no path): the base of the `return_to`
+    /// sent to the login page and of step-up URLs. Unset: no `return_to` is added.
     pub public_url: Option<String>,
-    /// CIDRs whose `X-Forwarded-*` / `Forwarded` headers are honoured.
+    /// CIDRs or single IPs of the proxies in front of sessiongate whose `X-Forwarded-*` /
+    /// `Forwarded` headers are honoured; from anyone else those headers are replaced. "0.0.0.0/0"
+    /// and "::/0" are refused.
     pub trusted_proxies: Vec<String>,
-    /// How long in-flight requests may take to finish after SIGTERM.
+    /// How long in-flight requests may run to completion after SIGTERM/SIGQUIT ("0s" allowed).
+    /// Readiness turns 503 first, min(grace_period, 5s)/2 before the listeners close.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "super::json_schema::HumanDuration")]
     pub grace_period: Duration,
-    /// Largest total size of the request headers a client may send.
+    /// Largest total size of the request headers a client may send, in bytes (at least 1024).
     pub max_request_header_bytes: usize,
-    /// Largest number of request headers a client may send.
+    /// Largest number of request headers a client may send (at least 1).
     pub max_request_headers: usize,
-    /// Time allowed to connect to an upstream.
+    /// Time allowed to connect to an upstream (> 0).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "super::json_schema::HumanDuration")]
     pub upstream_connect_timeout: Duration,
-    /// Time allowed between two reads from an upstream (time to first byte included).
+    /// Time allowed between two reads from an upstream, time to first byte included (> 0).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "super::json_schema::HumanDuration")]
     pub upstream_read_timeout: Duration,
-    /// Time allowed between two reads from a client once a request has started.
+    /// Time allowed between two reads from a client once a request has started (> 0).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "super::json_schema::HumanDuration")]
     pub downstream_read_timeout: Duration,
     /// Reload the configuration when the file changes (polled), besides on SIGHUP.
     pub watch_config: bool,
-    /// How often the file is polled when `watch_config` is on.
+    /// How often the file is polled when `watch_config` is on (> 0).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "super::json_schema::HumanDuration")]
     pub watch_interval: Duration,
 }
 
@@ -79,26 +98,35 @@ impl Default for RawServer {
 }
 
 /// `[kratos]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawKratos {
-    /// Kratos public API base URL.
+    /// Kratos's public API base URL (http or https; a path prefix is kept). Required. sessiongate
+    /// calls GET {public_url}/sessions/whoami, and {public_url}/health/alive for /health/ready.
     pub public_url: String,
+    /// Time allowed for one whoami call (> 0); a slower answer is a 503 with Retry-After.
     #[serde(default = "default_kratos_timeout", with = "humantime_serde")]
+    #[schemars(with = "super::json_schema::HumanDuration")]
     pub timeout: Duration,
+    /// Name of the session cookie: "ory_kratos_session" for a self-hosted Kratos,
+    /// "ory_session_<project slug>" on Ory Network.
     #[serde(default = "default_session_cookie")]
     pub session_cookie: String,
-    /// Where browsers go when they have no session (`on_unauthenticated = "redirect"`).
+    /// Where browsers without a session are sent (303, with `return_to` when `server.public_url` is
+    /// set) on routes with `on_unauthenticated = "redirect"`; required by such routes.
     #[serde(default)]
     pub login_url: Option<String>,
-    /// Most whoami calls in flight at once; further misses wait for a slot.
+    /// Most whoami calls in flight at once (at least 1); further cache misses wait for a slot.
     #[serde(default = "default_max_concurrent_whoami")]
     pub max_concurrent_whoami: usize,
-    /// Consecutive whoami failures that open the circuit breaker; 0 disables it.
+    /// Consecutive whoami failures (timeout, refused, 5xx, garbage) that open the circuit breaker;
+    /// while open, requests get 503 without calling Kratos. 0 disables the breaker.
     #[serde(default = "default_breaker_failures")]
+    #[schemars(range(max = u32::MAX))]
     pub circuit_breaker_failures: u32,
-    /// How long an open breaker refuses calls before letting one probe through.
+    /// How long an open breaker refuses calls before one probe call decides whether it closes (> 0).
     #[serde(default = "default_breaker_interval", with = "humantime_serde")]
+    #[schemars(with = "super::json_schema::HumanDuration")]
     pub circuit_breaker_interval: Duration,
 }
 
@@ -119,17 +147,25 @@ fn default_breaker_interval() -> Duration {
 }
 
 /// `[cache]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawCache {
+    /// Session cache capacity in entries (at least 1).
     pub max_entries: u64,
+    /// Longest time a valid session is cached. The real lifetime is min(max_ttl, the session's
+    /// expires_at, Kratos's Ory-Session-Cache-For); a hit never extends it. "0s" disables caching.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "super::json_schema::HumanDuration")]
     pub max_ttl: Duration,
+    /// How long a credential Kratos rejected (401) is remembered. "0s" disables.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "super::json_schema::HumanDuration")]
     pub negative_ttl: Duration,
-    /// When whoami fails (5xx, timeout, refused), keep serving a session validated within this window;
-    /// never one Kratos rejected. 0 disables.
+    /// When whoami fails (5xx, timeout, refused, breaker open), keep serving a session Kratos
+    /// validated within this window (never past its expires_at, never one Kratos rejected). "0s"
+    /// disables it; "5m" rides out short Kratos outages.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "super::json_schema::HumanDuration")]
     pub stale_if_error: Duration,
 }
 
@@ -145,14 +181,15 @@ impl Default for RawCache {
 }
 
 /// `[log]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLog {
-    /// `text` or `json`.
+    /// "text" (for humans) or "json" (one object per line, for machines).
     pub format: LogFormat,
-    /// A `tracing` filter directive, e.g. `info` or `sessiongate=debug`.
+    /// A `tracing` filter directive, e.g. "info", "warn,sessiongate=debug".
     pub level: String,
-    /// Whether to write one access line per request.
+    /// Whether to write one access line per request (route, status, outcome, duration, request id;
+    /// never a token or cookie).
     pub access_log: bool,
 }
 
@@ -166,7 +203,8 @@ impl Default for RawLog {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// The log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
@@ -174,49 +212,74 @@ pub enum LogFormat {
 }
 
 /// `[[routes]]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
+    /// Unique; letters, digits, '-', '_', '.'. The `route` label of metrics. Required.
     pub name: String,
+    /// Exact canonical path ("/api/me"). Set exactly one of `path` / `path_prefix`.
     #[serde(default)]
     pub path: Option<String>,
+    /// Canonical path prefix, matched on segment boundaries ("/api" matches "/api" and "/api/x",
+    /// not "/apix"). A trailing slash is ignored; "/" matches everything.
     #[serde(default)]
     pub path_prefix: Option<String>,
+    /// Host name (no port, no scheme), compared case-insensitively. Unset: any host.
     #[serde(default)]
     pub host: Option<String>,
+    /// HTTP methods this route matches. Unset: every method. An empty list is refused.
     #[serde(default)]
     pub methods: Option<Vec<String>>,
+    /// Origin requests are forwarded to: http(s)://host:port, no path. Required, except on a
+    /// `kratos_edge` route (whose upstream is `kratos.public_url`).
     #[serde(default)]
     pub upstream: Option<String>,
-    /// Required on ordinary routes (no default on purpose: a route states whether it is public);
-    /// an edge route defaults to `anonymous`.
+    /// How the route treats the session credential: "anonymous" (no session lookup, identity
+    /// headers stripped), "optional" (identity forwarded when the credential is valid, request
+    /// forwarded without identity otherwise) or "session" (a valid session is required). Required
+    /// on ordinary routes (no default on purpose: a route states whether it is public); an edge
+    /// route defaults to "anonymous".
     #[serde(default)]
     pub auth: Option<AuthMode>,
+    /// "aal1", "aal2" or "aal3": the least authenticator assurance level. A lower session gets a
+    /// step-up (403 with redirect_browser_to, or 303 in redirect mode); on an "optional" route it is
+    /// forwarded without identity. Not on "anonymous" routes. Unset: any level Kratos accepts.
     #[serde(default)]
     pub require_aal: Option<String>,
+    /// What an unauthenticated request on a "session" route gets: "json" (401 with a Kratos-style
+    /// JSON error) or "redirect" (303 to `kratos.login_url` for GET/HEAD, 401 JSON otherwise).
     #[serde(default)]
     pub on_unauthenticated: OnUnauthenticated,
+    /// Header name = dotted path into the Kratos session JSON ("identity.traits.email",
+    /// "identity.verifiable_addresses.0.value"); strings are sent as they are, other values as
+    /// compact JSON, missing values are not sent. Every name configured on any route, and every
+    /// X-Sessiongate-* header, is deleted from every client request before sessiongate sets its
+    /// own. Not on "anonymous" routes.
     #[serde(default)]
     pub identity_headers: BTreeMap<String, String>,
-    /// Whether `Upgrade` (websocket) requests are forwarded on this route.
+    /// Whether `Upgrade: websocket` requests are forwarded on this route; elsewhere they are refused.
     #[serde(default)]
     pub websocket: bool,
-    /// Serve Kratos's public API under `path_prefix` (the upstream is `[kratos].public_url`).
+    /// Serve Kratos's public API under `path_prefix` (the upstream is `[kratos].public_url`),
+    /// rewriting its URLs, Location headers and cookies to the app's own domain.
     #[serde(default)]
     pub kratos_edge: bool,
-    /// Edge: `Domain` for cookies Kratos sets; absent = host-only cookies.
+    /// Edge: `Domain` attribute given to the cookies Kratos sets (session, CSRF, continuity); it
+    /// must cover `server.public_url`'s host. Unset: host-only cookies.
     #[serde(default)]
     pub cookie_domain: Option<String>,
-    /// Edge: allowed `return_to` targets; empty = not checked by the proxy (Kratos still checks).
+    /// Edge: allowed `return_to` targets (query, form or JSON); others get 400 before Kratos sees
+    /// them. Empty: not checked by the proxy (Kratos still checks).
     #[serde(default)]
     pub allowed_return_urls: Vec<String>,
-    /// Edge: Ory Network custom-domain mode.
+    /// Edge: Ory Network custom-domain mode, sent as Ory-Base-URL-Rewrite-Token, never to the app
+    /// or the client. Prefer the environment: SESSIONGATE__ROUTES__<n>__ORY_NETWORK_API_KEY.
     #[serde(default)]
     pub ory_network_api_key: Option<Secret>,
 }
 
 /// A secret from the configuration: its `Debug` never shows it.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct Secret(pub String);
 
@@ -227,7 +290,7 @@ impl std::fmt::Debug for Secret {
 }
 
 /// How a route treats the session credential.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
     /// No whoami call; identity headers are stripped and never set.
@@ -249,7 +312,7 @@ impl AuthMode {
 }
 
 /// What an unauthenticated request on a `session` route gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OnUnauthenticated {
     /// 401 with a Kratos-style JSON error.
