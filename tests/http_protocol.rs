@@ -4,8 +4,11 @@
 //!   chunked to HTTP/1.1 clients, close-delimited to HTTP/1.0.
 //! - `Expect: 100-continue` on a request whose body the edge reads itself (the `return_to`
 //!   check) is answered `100 Continue` at once (RFC 9110 §10.1.1), not after the client's timer.
+//! - A client that half-closes after its request still gets the answer (RFC 9112 §9.6).
 
 mod common;
+
+use std::io::{Read, Write};
 
 use common::*;
 
@@ -70,7 +73,6 @@ async fn an_http10_client_gets_a_close_delimited_body_not_chunks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expect_100_continue_is_answered_before_the_edge_reads_the_body() {
-    use std::io::{Read, Write};
     let kratos = KratosDouble::start().await;
     let proxy = TestProxy::start(&config(&kratos.url()));
     let addr = proxy.addr;
@@ -159,4 +161,43 @@ async fn http11_without_host_is_400_and_http10_without_host_passes() {
     assert!(split(&v11).1.contains("\"code\":400"), "{v11}");
     assert_eq!(status_of(&v10), 200, "{v10}");
     assert_eq!(up.count(), 1);
+}
+
+/// RFC 9112 §9.6: a client that half-closes (sends FIN) after a complete request still wants the
+/// answer — `printf ... | nc` and HTTP/1.1 conformance probes do exactly this. pingora aborts
+/// such a request by default (pingora #305); sessiongate turns that off, on every route, for
+/// answers from the upstream and for its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_half_closes_after_its_request_gets_the_answer() {
+    let w = World::start().await;
+    w.login("half-closer");
+    let addr = w.proxy.addr;
+    let answers = tokio::task::spawn_blocking(move || {
+        let ask = |request: &str| {
+            let mut s = std::net::TcpStream::connect(addr).expect("connect");
+            s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .expect("timeout");
+            s.write_all(request.as_bytes()).expect("write");
+            s.shutdown(std::net::Shutdown::Write).expect("half-close");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out
+        };
+        [
+            ask("GET /public/x HTTP/1.1\r\nHost: a\r\n\r\n"),
+            ask("GET /api/x HTTP/1.1\r\nHost: a\r\nX-Session-Token: half-closer\r\n\r\n"),
+            ask("GET /api/x HTTP/1.1\r\nHost: a\r\n\r\n"),
+        ]
+    })
+    .await
+    .expect("raw");
+    assert_eq!(status_of(&answers[0]), 200, "{}", answers[0]);
+    assert_eq!(status_of(&answers[1]), 200, "{}", answers[1]);
+    assert!(
+        split(&answers[1]).1.contains("x-user-id"),
+        "identity forwarded: {}",
+        answers[1]
+    );
+    assert_eq!(status_of(&answers[2]), 401, "{}", answers[2]);
+    assert_eq!(w.upstream.count(), 2);
 }

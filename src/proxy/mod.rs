@@ -154,12 +154,17 @@ impl ProxyHttp for Proxy {
         }
     }
 
-    /// Takes a snapshot of the configuration, assigns the request id, canonicalises the path (400 on
+    /// Takes a snapshot of the configuration, keeps answering a client that half-closes after its
+    /// request, assigns the request id, canonicalises the path (400 on
     /// ambiguous encodings), matches the route (404 JSON when none), extracts the credential, resolves
     /// the session and decides. Answers itself (returns `true`) unless the decision is "forward".
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let rt = self.shared.runtime();
         session.set_read_timeout(Some(rt.config.server.limits.downstream_read_timeout));
+        // RFC 9112 §9.6: a client that half-closes after its request (`printf | nc`, conformance
+        // probes) still gets the answer; pingora would abort it (pingora #305). A client that
+        // is really gone is noticed when the response write fails.
+        session.set_abort_on_close(false);
         ctx.request_id = request_id(session.req_header());
         let mut verdict = self.admit(session, ctx, &rt).await;
         if verdict.is_ok() {
