@@ -126,6 +126,12 @@ fn table() -> Table {
         },
     );
     answers.insert(
+        "undecodable",
+        Resolution::Unavailable {
+            reason: UnavailableReason::ServerError,
+        },
+    );
+    answers.insert(
         "down",
         Resolution::Unavailable {
             reason: UnavailableReason::ServerError,
@@ -300,6 +306,28 @@ async fn decision_table() {
         ("/opt/x", "GET", vec![(TOKEN, "limited")], Answer(429), 1),
         ("/api/x", "GET", vec![(TOKEN, "down")], Answer(503), 1),
         ("/opt/x", "GET", vec![(TOKEN, "down")], Answer(503), 1),
+        // Kratos v1.3.1 answers 500 for an undecodable cookie sent with a valid Bearer token:
+        // sent together (Kratos applies its own fallback rule), the answer is "unavailable"
+        (
+            "/api/x",
+            "GET",
+            vec![
+                ("cookie", "ory_kratos_session=undecodable"),
+                ("authorization", "Bearer valid"),
+            ],
+            Answer(503),
+            1,
+        ),
+        (
+            "/opt/x",
+            "GET",
+            vec![
+                ("cookie", "ory_kratos_session=undecodable"),
+                ("authorization", "Bearer valid"),
+            ],
+            Answer(503),
+            1,
+        ),
         // two X-Session-Token or two Authorization headers
         (
             "/api/x",
