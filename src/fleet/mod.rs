@@ -4,7 +4,7 @@
 //!   published; every replica applies the others' purges (never re-publishing them).
 //! - [`l2`]: the shared L2 cache (`mode = "purge_and_cache"`): keys, value format, deadlines.
 //! - [`api`]: the purge API of the admin listener (`POST /cache/purge`).
-//! - [`metrics`]: `sessiongate_shared_cache_*`.
+//! - [`metrics`]: the `sessiongate_shared_cache_...` metrics.
 //! - [`link`]: the Redis side: the connections, the subscription loop, the health loop.
 //!
 //! [`Fleet`] is the handle the runtime keeps: it implements [`SharedTier`], so the session store
