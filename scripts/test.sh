@@ -18,6 +18,8 @@ bash scripts/chromium.sh
 # Prometheus and promtool: the alert rules and their unit tests, and the real scrape in
 # tests/ops_prometheus.rs (which also checks every query of deploy/grafana/sessiongate.json).
 bash scripts/prometheus.sh
+# redis-server for the fleet tests (tests/fleet.rs: three replicas sharing one Redis).
+bash scripts/redis.sh
 promtool check rules deploy/prometheus/alerts.yaml
 promtool test rules deploy/prometheus/alerts.test.yaml
 cargo test --workspace --no-fail-fast

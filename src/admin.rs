@@ -6,6 +6,9 @@
 //!   not decide readiness (a Kratos outage is answered with 503s per request, and taking every proxy
 //!   out of the load balancer would not help).
 //! - `/metrics`: Prometheus text format.
+//! - `POST /cache/purge`: the purge API (`admin.purge_token_file`; see `crate::fleet::api`).
+//!   With `[cache.shared]`, `/health/ready`'s body also says `shared_cache: ok | degraded`
+//!   (never failing readiness: a replica without Redis is local-only, not broken).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,8 +52,56 @@ impl Admin {
             "draining": draining,
             "routes": rt.config.routes.len(),
             "kratos": kratos,
+            "shared_cache": self.shared.fleet().map_or("off", |f| f.status()),
         });
         (if ready { 200 } else { 503 }, body)
+    }
+}
+
+impl Admin {
+    /// `POST /cache/purge`: reads at most `fleet::api::MAX_BODY` of body, then answers.
+    async fn purge(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let rt = self.shared.runtime();
+        let method = session.req_header().method.as_str().to_string();
+        let authorization = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes().to_vec());
+        let token = rt.config.admin.purge_token.as_ref();
+        let mut body = Vec::new();
+        let mut too_large = false;
+        if token.is_some() && method == "POST" {
+            loop {
+                match session.read_request_body().await {
+                    Ok(Some(chunk)) => {
+                        if body.len() + chunk.len() > crate::fleet::api::MAX_BODY {
+                            too_large = true;
+                            break;
+                        }
+                        body.extend_from_slice(&chunk);
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        return json_response(
+                            400,
+                            &json!({ "error": { "code": 400, "status": "Bad Request" } }),
+                        )
+                    }
+                }
+            }
+        }
+        let (status, answer) = crate::fleet::api::handle(
+            token,
+            &rt.store,
+            &method,
+            authorization.as_deref(),
+            (!too_large).then_some(body.as_slice()),
+        );
+        if status == 202 {
+            tracing::info!(purged = %answer["purged"], "purge API: purge applied");
+        }
+        json_response(status, &answer)
     }
 }
 
@@ -107,6 +158,7 @@ impl ServeHttp for Admin {
                 let (status, body) = self.ready().await;
                 json_response(status, &body)
             }
+            crate::fleet::api::PATH => self.purge(session).await,
             "/metrics" => {
                 let rt = self.shared.runtime();
                 rt.store.run_pending_tasks();

@@ -22,6 +22,7 @@
 //! | [`identity`] | identity header templates, stripping of client-sent copies |
 //! | [`forwarding`] | forwarding and re-routing headers only trusted proxies may send |
 //! | [`error`] | every answer sessiongate gives itself, and its HTTP form |
+//! | [`fleet`] | several replicas as one cache on Redis: purge broadcast, shared L2 cache, purge API |
 //! | [`proxy`] | the pingora `ProxyHttp` hooks, delegating to the above |
 //! | [`admin`] | health and metrics listener |
 //! | [`metrics`] | Prometheus metrics with bounded labels |
@@ -37,6 +38,7 @@ pub mod config;
 pub mod credential;
 pub mod edge;
 pub mod error;
+pub mod fleet;
 pub mod forwarding;
 pub mod host;
 pub mod identity;

@@ -203,6 +203,18 @@ impl Metrics {
             .inc();
     }
 
+    /// Registers metrics defined elsewhere (the fleet's, `crate::fleet`) in this registry, so
+    /// `/metrics` shows them.
+    ///
+    /// # Errors
+    /// When prometheus refuses the collector (a duplicate name): a programming error.
+    pub fn register(
+        &self,
+        collector: Box<dyn prometheus::core::Collector>,
+    ) -> prometheus::Result<()> {
+        self.registry.register(collector)
+    }
+
     /// The Prometheus text exposition, with the cache gauge set to `cache_entries`.
     pub fn render(&self, cache_entries: u64) -> String {
         self.cache_entries

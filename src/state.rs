@@ -2,7 +2,7 @@
 //! table, session store), swappable as a whole on reload, plus metrics and the drain flag.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -10,6 +10,7 @@ use url::Url;
 
 use crate::config::{CacheConfig, Config, KratosConfig};
 use crate::edge::WarnOnce;
+use crate::fleet::{Fleet, FleetError};
 use crate::identity::Template;
 use crate::metrics::Metrics;
 use crate::resolver::Resolver;
@@ -43,6 +44,9 @@ pub enum BuildError {
     /// The whoami HTTP client could not be built.
     #[error("whoami client: {0}")]
     Client(#[from] reqwest::Error),
+    /// The fleet (`[cache.shared]`) could not be started (never because Redis is down).
+    #[error("fleet: {0}")]
+    Fleet(#[from] FleetError),
 }
 
 /// What the session store and its whoami client are built from, as one value: two configurations
@@ -139,6 +143,8 @@ pub struct Shared {
     access_log: AtomicBool,
     /// Requests being processed now (see [`InFlight`]).
     in_flight: AtomicUsize,
+    /// The fleet (`[cache.shared]`), started once with the first configuration.
+    fleet: OnceLock<Arc<Fleet>>,
 }
 
 /// Counts one request in [`Shared::in_flight`] for as long as it lives (the proxy keeps one in
@@ -166,13 +172,32 @@ impl Shared {
         let metrics = Arc::new(Metrics::new()?);
         let access_log = config.log.access_log;
         let runtime = Runtime::build(config, &metrics, None)?;
-        Ok(Arc::new(Shared {
+        let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
             draining: AtomicBool::new(false),
             access_log: AtomicBool::new(access_log),
             in_flight: AtomicUsize::new(0),
-        }))
+            fleet: OnceLock::new(),
+        });
+        let rt = shared.runtime();
+        if let Some(cfg) = &rt.config.shared_cache {
+            let fleet = Fleet::start(
+                cfg,
+                rt.config.cache.max_ttl,
+                &rt.config.session_paths,
+                &shared.metrics,
+                Arc::downgrade(&shared),
+            )?;
+            rt.store.attach_shared(fleet.clone());
+            let _ = shared.fleet.set(fleet);
+        }
+        Ok(shared)
+    }
+
+    /// The fleet, when `[cache.shared]` was configured at start-up.
+    pub fn fleet(&self) -> Option<&Arc<Fleet>> {
+        self.fleet.get()
     }
 
     /// The current runtime (a cheap pointer copy).
@@ -185,6 +210,16 @@ impl Shared {
         let current = self.runtime.load_full();
         let access_log = config.log.access_log;
         let next = Runtime::build(config, &self.metrics, Some(&current))?;
+        if let Some(fleet) = self.fleet.get() {
+            if next.config.shared_cache != current.config.shared_cache {
+                tracing::warn!(
+                    "cache.shared changed: the new settings take effect at the next restart"
+                );
+            }
+            fleet.set_paths(&next.config.session_paths);
+            // a store reused from `current` has it already
+            next.store.attach_shared(fleet.clone());
+        }
         self.runtime.store(Arc::new(next));
         self.access_log.store(access_log, Ordering::Relaxed);
         Ok(())

@@ -19,9 +19,10 @@ use std::fmt;
 use std::path::Path;
 
 pub use json_schema::{json_schema, DURATION_PATTERN, SCHEMA_ID};
-pub use schema::{AuthMode, LogFormat, OnUnauthenticated, RawConfig};
+pub use schema::{AuthMode, LogFormat, OnUnauthenticated, RawConfig, Secret, SharedCacheMode};
 pub use types::{
-    Aal, CacheConfig, Config, KratosConfig, LimitsConfig, Route, RouteMatch, ServerConfig, Upstream,
+    Aal, AdminConfig, CacheConfig, Config, KratosConfig, LimitsConfig, Route, RouteMatch,
+    ServerConfig, SharedCacheConfig, Upstream,
 };
 
 /// The prefix of environment variables that override configuration keys.

@@ -25,6 +25,9 @@ pub struct RawConfig {
     /// Logging: format, filter and the access log.
     #[serde(default)]
     pub log: RawLog,
+    /// The admin listener's own settings (the purge API of the fleet).
+    #[serde(default)]
+    pub admin: RawAdmin,
     /// The routes, matched by host, then exact path, then longest path prefix (not by their order).
     /// At least one is required.
     #[serde(default)]
@@ -167,6 +170,8 @@ pub struct RawCache {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "super::json_schema::HumanDuration")]
     pub stale_if_error: Duration,
+    /// The fleet's Redis (purge broadcast, shared L2 cache); absent = this replica's cache only.
+    pub shared: Option<RawSharedCache>,
 }
 
 impl Default for RawCache {
@@ -176,8 +181,54 @@ impl Default for RawCache {
             max_ttl: Duration::from_secs(60),
             negative_ttl: Duration::from_secs(5),
             stale_if_error: Duration::ZERO,
+            shared: None,
         }
     }
+}
+
+/// `[cache.shared]`: several replicas behaving as one cache, on Redis.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSharedCache {
+    /// "redis://host:port/db", or "rediss://" for TLS. May carry a password: never logged.
+    pub redis_url: Secret,
+    /// Prefix of every key and channel name, so several fleets can share one Redis.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// "purge" (broadcast purges only) or "purge_and_cache" (also the shared L2 cache).
+    #[serde(default)]
+    pub mode: SharedCacheMode,
+    /// The longest one Redis call may take; a slower one is skipped, never waited on.
+    #[serde(default = "default_shared_timeout", with = "humantime_serde")]
+    #[schemars(with = "super::json_schema::HumanDuration")]
+    pub timeout: Duration,
+}
+
+fn default_key_prefix() -> String {
+    "sessiongate:".into()
+}
+fn default_shared_timeout() -> Duration {
+    Duration::from_millis(50)
+}
+
+/// What the replicas share through Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SharedCacheMode {
+    /// Purges only: every purge reaches every replica; each keeps its own cache.
+    #[default]
+    Purge,
+    /// Purges, plus a shared L2 cache of validated sessions read before calling Kratos.
+    PurgeAndCache,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    /// File holding the bearer token of "POST /cache/purge" on the admin listener; absent = the
+    /// purge API is off.
+    pub purge_token_file: Option<String>,
 }
 
 /// `[log]`
@@ -279,7 +330,7 @@ pub struct RawRoute {
 }
 
 /// A secret from the configuration: its `Debug` never shows it.
-#[derive(Clone, Deserialize, JsonSchema)]
+#[derive(Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct Secret(pub String);
 

@@ -12,7 +12,7 @@ use http::{HeaderName, Method};
 use ipnet::IpNet;
 use url::Url;
 
-use super::schema::{AuthMode, OnUnauthenticated, RawLog};
+use super::schema::{AuthMode, OnUnauthenticated, RawLog, Secret, SharedCacheMode};
 use crate::edge::EdgeRoute;
 use crate::identity::{IdentityHeader, Template};
 
@@ -27,6 +27,10 @@ pub struct Config {
     pub cache: CacheConfig,
     /// `[log]`, as written (its `level` was checked to be a valid filter).
     pub log: RawLog,
+    /// `[cache.shared]`: the fleet's Redis; `None` = local-only caching.
+    pub shared_cache: Option<SharedCacheConfig>,
+    /// `[admin]`: the purge API's token.
+    pub admin: AdminConfig,
     /// `[[routes]]`, in file order; `Route::index` is the position in the file.
     pub routes: Vec<Route>,
     /// Every identity header name configured on any route (lowercase): stripped from every request.
@@ -175,4 +179,25 @@ pub struct Route {
     /// Set on `kratos_edge` routes: the edge's settings and what is precomputed from them (plain
     /// data; the OIDC warnings already given live in the runtime).
     pub edge: Option<Arc<EdgeRoute>>,
+}
+
+/// `[cache.shared]`, validated. Plain data: the runtime (`crate::fleet`) opens the connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedCacheConfig {
+    /// A `redis://` or `rediss://` URL with a host (may carry a password: [`Secret`] never shows it).
+    pub redis_url: Secret,
+    /// Prefix of every Redis key and of the purge channel.
+    pub key_prefix: String,
+    /// Whether the shared L2 cache is used besides the purge broadcast.
+    pub mode: SharedCacheMode,
+    /// The limit on one Redis call (greater than zero).
+    pub timeout: Duration,
+}
+
+/// `[admin]`, validated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// The bearer token of `POST /cache/purge`, read from `admin.purge_token_file` at load time
+    /// (surrounding whitespace trimmed, never empty); `None` = the purge API is off.
+    pub purge_token: Option<Secret>,
 }

@@ -26,6 +26,8 @@ pub struct Index {
     purged_identities: HashMap<Arc<str>, Instant>,
     tombstone_ttl: Duration,
     last_sweep: Instant,
+    /// When everything was last purged ([`Index::clear`]): a tombstone for every session.
+    cleared_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -49,6 +51,7 @@ impl Index {
             purged_identities: HashMap::new(),
             tombstone_ttl,
             last_sweep: Instant::now(),
+            cleared_at: None,
         }
     }
 
@@ -120,13 +123,24 @@ impl Index {
     /// Whether a call that started at `started` for this session must not be cached: its session
     /// or identity was purged since.
     pub fn purged_since(&self, session: &str, identity: &str, started: Instant) -> bool {
-        self.purged_sessions
-            .get(session)
-            .is_some_and(|t| *t >= started)
+        self.cleared_at.is_some_and(|t| t >= started)
+            || self
+                .purged_sessions
+                .get(session)
+                .is_some_and(|t| *t >= started)
             || self
                 .purged_identities
                 .get(identity)
                 .is_some_and(|t| *t >= started)
+    }
+
+    /// Forgets every key (the caches were emptied) and remembers the moment as a tombstone of every
+    /// session: a call that started before it does not cache its answer.
+    pub fn clear(&mut self) {
+        self.by_key.clear();
+        self.by_session.clear();
+        self.by_identity.clear();
+        self.cleared_at = Some(Instant::now());
     }
 
     /// Whether the periodic sweep is due (and marks it done).
@@ -236,6 +250,14 @@ mod tests {
         assert!(!ix.purged_since("s1", "i1", after));
         assert!(ix.purged_since("s5", "i9", before));
         assert!(!ix.purged_since("s5", "i1", before));
+        ix.record(key(1), "s7", "i7");
+        ix.clear();
+        assert!(ix.is_empty());
+        assert!(
+            ix.purged_since("s7", "i7", before),
+            "clear is a tombstone of every session"
+        );
+        assert!(!ix.purged_since("s7", "i7", Instant::now() + Duration::from_millis(1)));
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! - [`whoami`]: the HTTP client for `GET /sessions/whoami` and the classification of its answers.
 //! - [`store`]: the cache (expiry, negative entries) and request coalescing in front of the client.
 //! - [`purger`]: [`Purger`], the store's purge operations alone, for the Kratos edge.
+//! - [`shared`]: [`shared::SharedTier`], the store's view of a tier shared by replicas (the fleet).
 
 pub mod breaker;
 pub mod index;
 pub mod purger;
+pub mod shared;
 pub mod store;
 pub mod whoami;
 

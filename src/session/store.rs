@@ -16,9 +16,12 @@
 //!   cached), and a call that started before its session or identity was purged does not cache
 //!   its answer either. Purges remove exactly the entries of the [`Index`] (the credentials that
 //!   resolved to the session or identity), O(entries purged).
+//! - With a [`SharedTier`] attached (the fleet): every purge made through [`Purger`] is told to it
+//!   (a purge received from it, [`SessionStore::apply_remote`], is not told back), a miss reads it
+//!   before calling Kratos, and every session cached after a whoami call is shared with it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use moka::sync::Cache;
@@ -27,6 +30,7 @@ use tokio::sync::watch;
 
 use super::index::Index;
 use super::purger::Purger;
+use super::shared::{Purge, SharedTier};
 use super::whoami::{WhoamiAnswer, WhoamiClient};
 use super::{Resolution, Session, SessionEvents, UnavailableReason};
 use crate::config::CacheConfig;
@@ -134,6 +138,8 @@ pub struct SessionStore {
     client: WhoamiClient,
     cfg: CacheConfig,
     events: Arc<dyn SessionEvents>,
+    /// The fleet's shared tier, attached once by the runtime when `[cache.shared]` is set.
+    shared: OnceLock<Arc<dyn SharedTier>>,
 }
 
 /// Tombstones outlive the longest whoami call by this much.
@@ -169,7 +175,13 @@ impl SessionStore {
             client,
             cfg,
             events,
+            shared: OnceLock::new(),
         })
+    }
+
+    /// Attaches the shared tier (once; a second call is ignored and returns `false`).
+    pub fn attach_shared(&self, tier: Arc<dyn SharedTier>) -> bool {
+        self.shared.set(tier).is_ok()
     }
 
     /// Resolves a credential: from the cache, by joining a whoami call in flight, or by starting one.
@@ -201,8 +213,11 @@ impl SessionStore {
                         channel: rx.clone(),
                     };
                     tokio::spawn(async move {
-                        let answer = store.client.whoami(&owned).await;
-                        store.finish(call, answer, tx);
+                        let (answer, shared) = match store.shared_lookup(&call).await {
+                            Some(answer) => (answer, true),
+                            None => (store.client.whoami(&owned).await, false),
+                        };
+                        store.finish(call, answer, tx, shared);
                     });
                     (rx, LookupKind::Miss)
                 }
@@ -220,43 +235,140 @@ impl SessionStore {
 
     /// Forgets a credential and every other credential that resolved to the same session (logout,
     /// session change): the next request with any of them asks Kratos again. Synchronous, so a
-    /// response filter can call it before the response reaches the client.
-    pub(super) fn purge_credential(&self, key: CacheKey) {
-        let mut inflight = lock(&self.inflight);
-        let mut keys = {
-            let mut ix = lock(&self.index);
-            match ix.session_of(&key) {
-                Some(session) => ix.take_session(&session),
-                None => Vec::new(),
-            }
-        };
-        keys.push(key);
-        self.detach_and_invalidate(&mut inflight, keys);
+    /// response filter can call it before the response reaches the client. Returns how many cache
+    /// entries went; tells the shared tier.
+    pub(super) fn purge_credential(&self, key: CacheKey) -> usize {
+        let (n, session) = self.purge_credential_here(key);
+        self.tell_shared(Purge::Credential {
+            key,
+            session_id: session.as_deref(),
+        });
+        n
     }
 
     /// Forgets every cached session of one identity (settings change, revocation of all sessions).
-    pub(super) fn purge_identity(&self, identity_id: &str) {
-        let mut inflight = lock(&self.inflight);
-        let keys = lock(&self.index).take_identity(identity_id);
-        self.detach_and_invalidate(&mut inflight, keys);
+    /// Returns how many cache entries went; tells the shared tier.
+    pub(super) fn purge_identity(&self, identity_id: &str) -> usize {
+        let n = self.purge_identity_here(identity_id);
+        self.tell_shared(Purge::Identity(identity_id));
+        n
     }
 
-    /// Forgets every cached credential of one session id (logout of a session by id).
-    pub(super) fn purge_session_id(&self, session_id: &str) {
+    /// Forgets every cached credential of one session id (logout of a session by id). Returns how
+    /// many cache entries went; tells the shared tier.
+    pub(super) fn purge_session_id(&self, session_id: &str) -> usize {
+        let n = self.purge_session_id_here(session_id);
+        self.tell_shared(Purge::SessionId(session_id));
+        n
+    }
+
+    /// Performs `purge` here and tells the shared tier, like the [`Purger`] methods (the purge
+    /// API). Returns how many cache entries went here.
+    pub fn purge(&self, purge: Purge<'_>) -> usize {
+        match purge {
+            Purge::Credential { key, .. } => self.purge_credential(key),
+            Purge::SessionId(sid) => self.purge_session_id(sid),
+            Purge::Identity(iid) => self.purge_identity(iid),
+        }
+    }
+
+    /// Applies a purge another replica performed (received from the shared tier): the same as the
+    /// purges above, but never told back to the tier. Returns how many cache entries went.
+    pub fn apply_remote(&self, purge: Purge<'_>) -> usize {
+        match purge {
+            Purge::Credential { key, session_id } => {
+                let (mut n, _) = self.purge_credential_here(key);
+                if let Some(sid) = session_id {
+                    n += self.purge_session_id_here(sid);
+                }
+                n
+            }
+            Purge::SessionId(sid) => self.purge_session_id_here(sid),
+            Purge::Identity(iid) => self.purge_identity_here(iid),
+        }
+    }
+
+    /// Forgets everything: every entry, every stale copy, every call in flight (whose answers are
+    /// not cached). For a replica that may have missed purges (its link to the other replicas was
+    /// down). Returns how many cache entries went (as counted before the purge).
+    pub fn purge_all(&self) -> usize {
+        let mut inflight = lock(&self.inflight);
+        self.cache.run_pending_tasks();
+        let n = usize::try_from(self.cache.entry_count()).unwrap_or(usize::MAX);
+        lock(&self.index).clear();
+        inflight.clear();
+        self.cache.invalidate_all();
+        self.stale.invalidate_all();
+        n
+    }
+
+    fn purge_credential_here(&self, key: CacheKey) -> (usize, Option<Arc<str>>) {
+        let mut inflight = lock(&self.inflight);
+        let (mut keys, session) = {
+            let mut ix = lock(&self.index);
+            match ix.session_of(&key) {
+                Some(session) => (ix.take_session(&session), Some(session)),
+                None => (Vec::new(), None),
+            }
+        };
+        keys.push(key);
+        (self.detach_and_invalidate(&mut inflight, keys), session)
+    }
+
+    fn purge_identity_here(&self, identity_id: &str) -> usize {
+        let mut inflight = lock(&self.inflight);
+        let keys = lock(&self.index).take_identity(identity_id);
+        self.detach_and_invalidate(&mut inflight, keys)
+    }
+
+    fn purge_session_id_here(&self, session_id: &str) -> usize {
         let mut inflight = lock(&self.inflight);
         let keys = lock(&self.index).take_session(session_id);
-        self.detach_and_invalidate(&mut inflight, keys);
+        self.detach_and_invalidate(&mut inflight, keys)
+    }
+
+    fn tell_shared(&self, purge: Purge<'_>) {
+        if let Some(tier) = self.shared.get() {
+            tier.purged(purge);
+        }
     }
 
     /// Detaches the calls in flight for `keys` (their answers are not cached; later requests do not
     /// join them) and removes their entries. Runs under the in-flight lock, which `finish` holds
     /// while it decides and inserts, so no answer of a detached call is inserted after this.
-    fn detach_and_invalidate(&self, inflight: &mut HashMap<CacheKey, Waiter>, keys: Vec<CacheKey>) {
+    /// Returns how many cache entries were removed.
+    fn detach_and_invalidate(
+        &self,
+        inflight: &mut HashMap<CacheKey, Waiter>,
+        keys: Vec<CacheKey>,
+    ) -> usize {
+        let mut removed = 0;
         for k in &keys {
             inflight.remove(k);
-            self.cache.invalidate(k);
+            removed += usize::from(self.cache.remove(k).is_some());
             self.stale.invalidate(k);
         }
+        removed
+    }
+
+    /// The shared tier's copy of a call's session, as a whoami answer whose `cache_for` is what is
+    /// left of the shared deadline (so the local entry never outlives it). `None` without a tier,
+    /// for answers that may not be cached, and on a shared miss.
+    async fn shared_lookup(&self, call: &Call) -> Option<WhoamiAnswer> {
+        let tier = self.shared.get()?;
+        if !call.cacheable {
+            return None;
+        }
+        let found = tier.lookup(&call.key).await?;
+        let left = found.until.duration_since(SystemTime::now()).ok()?;
+        Some(WhoamiAnswer {
+            resolution: Resolution::Valid {
+                session: Arc::new(found.session),
+                set_cookie: Vec::new(),
+                stale: false,
+            },
+            cache_for: Some(left),
+        })
     }
 
     /// Number of cached entries (approximate, as moka counts).
@@ -299,7 +411,14 @@ impl SessionStore {
     /// Delivers a call's answer to its waiters and caches it where allowed: only while the call is
     /// still attached (no purge of its key since it started) and its session or identity was not
     /// purged since it started.
-    fn finish(&self, call: Call, mut answer: WhoamiAnswer, tx: watch::Sender<Option<Resolution>>) {
+    /// `from_shared`: the answer came from the shared tier (it is not shared back).
+    fn finish(
+        &self,
+        call: Call,
+        mut answer: WhoamiAnswer,
+        tx: watch::Sender<Option<Resolution>>,
+        from_shared: bool,
+    ) {
         {
             let mut inflight = lock(&self.inflight);
             let attached = inflight
@@ -308,6 +427,9 @@ impl SessionStore {
             if attached && call.cacheable && !self.purged_since(&answer, call.started) {
                 if let Some(entry) = self.cacheable(&answer) {
                     self.index_session(call.key, &answer);
+                    if !from_shared {
+                        self.share(&call.key, &entry);
+                    }
                     self.cache.insert(call.key, entry);
                 }
                 self.update_stale(call.key, &mut answer);
@@ -323,6 +445,15 @@ impl SessionStore {
         }
         // Nobody waiting (every client went away) is fine: the answer is cached where allowed.
         let _ = tx.send(Some(answer.resolution));
+    }
+
+    /// Gives a valid session just cached to the shared tier, with the same deadline.
+    fn share(&self, key: &CacheKey, entry: &Entry) {
+        let (Some(tier), Cached::Valid(session)) = (self.shared.get(), &entry.value) else {
+            return;
+        };
+        let left = entry.expires_at.saturating_duration_since(Instant::now());
+        tier.remember(key, session, SystemTime::now() + left);
     }
 
     fn purged_since(&self, answer: &WhoamiAnswer, started: Instant) -> bool {

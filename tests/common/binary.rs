@@ -29,7 +29,7 @@ impl Binary {
         let config = dir.join("sessiongate.toml");
         std::fs::write(&config, with_listeners(config_body, &listen, &admin))
             .expect("write config");
-        let child = Command::new(env!("CARGO_BIN_EXE_sessiongate"))
+        let child = Command::new(bin_path())
             .args(["--config", &config.display().to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -60,7 +60,13 @@ impl Binary {
         };
         let deadline = Instant::now() + Duration::from_secs(15);
         while std::net::TcpStream::connect(&b.listen).is_err() {
-            assert!(Instant::now() < deadline, "binary did not start");
+            if Instant::now() >= deadline {
+                let log = b.log.lock().map(|l| l.clone()).unwrap_or_default();
+                panic!(
+                    "binary did not start; its stderr:\n{}",
+                    String::from_utf8_lossy(&log)
+                );
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
         b
@@ -101,6 +107,14 @@ impl Drop for Binary {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The binary under test: cargo's, or `SESSIONGATE_TEST_BIN` when set (several work trees that
+/// share one target directory overwrite each other's `target/debug/sessiongate`; point this at
+/// the hashed copy in `target/debug/deps/` that `cargo build --message-format=json` names).
+pub fn bin_path() -> std::ffi::OsString {
+    std::env::var_os("SESSIONGATE_TEST_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_sessiongate").into())
 }
 
 pub fn with_listeners(body: &str, listen: &str, admin: &str) -> String {

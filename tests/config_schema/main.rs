@@ -102,8 +102,19 @@ fn the_schema_is_draft_7_with_an_id_and_a_title() {
         .expect("properties")
         .keys()
         .collect();
-    assert_eq!(sections, ["cache", "kratos", "log", "routes", "server"]);
-    for table in ["RawServer", "RawKratos", "RawCache", "RawLog", "RawRoute"] {
+    assert_eq!(
+        sections,
+        ["admin", "cache", "kratos", "log", "routes", "server"]
+    );
+    for table in [
+        "RawServer",
+        "RawKratos",
+        "RawCache",
+        "RawSharedCache",
+        "RawLog",
+        "RawRoute",
+        "RawAdmin",
+    ] {
         assert_eq!(
             s["definitions"][table]["additionalProperties"], false,
             "{table} must refuse unknown keys like deny_unknown_fields does"
@@ -118,8 +129,10 @@ fn keys(s: &Value) -> Vec<(String, Value, bool)> {
         ("server", s["definitions"]["RawServer"].clone()),
         ("kratos", s["definitions"]["RawKratos"].clone()),
         ("cache", s["definitions"]["RawCache"].clone()),
+        ("cache.shared", s["definitions"]["RawSharedCache"].clone()),
         ("log", s["definitions"]["RawLog"].clone()),
         ("routes[]", s["definitions"]["RawRoute"].clone()),
+        ("admin", s["definitions"]["RawAdmin"].clone()),
     ];
     let mut out = Vec::new();
     for (prefix, table) in tables {
@@ -138,7 +151,7 @@ fn keys(s: &Value) -> Vec<(String, Value, bool)> {
 fn every_key_has_a_description_and_the_optional_ones_their_default() {
     let s = schema();
     let keys = keys(&s);
-    assert_eq!(keys.len(), 5 + 13 + 7 + 4 + 3 + 15, "{keys:#?}");
+    assert_eq!(keys.len(), 6 + 13 + 7 + 5 + 4 + 3 + 15 + 1, "{keys:#?}");
     let mut without_default = Vec::new();
     for (path, prop, required) in &keys {
         let d = prop["description"].as_str().unwrap_or("");
@@ -155,6 +168,7 @@ fn every_key_has_a_description_and_the_optional_ones_their_default() {
     assert_eq!(
         without_default,
         [
+            "admin",
             "cache",
             "kratos (required)",
             "log",
@@ -163,6 +177,8 @@ fn every_key_has_a_description_and_the_optional_ones_their_default() {
             "server.public_url",
             "kratos.login_url",
             "kratos.public_url (required)",
+            "cache.shared",
+            "cache.shared.redis_url (required)",
             "routes[].auth",
             "routes[].cookie_domain",
             "routes[].host",
@@ -173,6 +189,7 @@ fn every_key_has_a_description_and_the_optional_ones_their_default() {
             "routes[].path_prefix",
             "routes[].require_aal",
             "routes[].upstream",
+            "admin.purge_token_file",
         ]
     );
 }

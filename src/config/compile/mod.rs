@@ -5,9 +5,11 @@
 //! - this module: `[server]`, `[kratos]`, `[cache]`, `[log]`, and assembling the [`Config`].
 //! - [`route`]: one `[[routes]]` entry, and conflicts between routes.
 //! - [`edge`]: the keys of a `kratos_edge` route.
+//! - [`fleet`]: `[cache.shared]` (Redis) and `[admin]` (the purge API's token).
 //! - [`validate`]: the checks every section shares and the issue collector.
 
 mod edge;
+mod fleet;
 mod route;
 #[cfg(test)]
 mod tests;
@@ -151,6 +153,12 @@ pub(super) fn compile(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
     if raw.cache.max_entries == 0 {
         issues.push("cache.max_entries", "must be at least 1");
     }
+    let shared_cache = raw
+        .cache
+        .shared
+        .as_ref()
+        .and_then(|s| fleet::shared_cache(s, &mut issues));
+    let admin = fleet::admin(&raw.admin, &mut issues);
 
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
         issues.push("log.level", format!("not a valid filter: {e}"));
@@ -231,6 +239,8 @@ pub(super) fn compile(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
             stale_if_error: raw.cache.stale_if_error,
         },
         log: raw.log,
+        shared_cache,
+        admin,
         browser_edge: routes.iter().find_map(|r| r.edge.clone()),
         routes,
         identity_header_names,
