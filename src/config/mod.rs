@@ -18,7 +18,8 @@ use std::path::Path;
 
 pub use schema::{AuthMode, LogFormat, OnUnauthenticated, RawConfig};
 pub use types::{
-    Aal, CacheConfig, Config, KratosConfig, LimitsConfig, Route, RouteMatch, ServerConfig, Upstream,
+    Aal, CacheConfig, Config, KratosConfig, LimitsConfig, Route, RouteMatch, ServerConfig,
+    TracingConfig, Upstream,
 };
 
 /// The prefix of environment variables that override configuration keys.

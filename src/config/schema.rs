@@ -18,6 +18,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub log: RawLog,
     #[serde(default)]
+    pub tracing: RawTracing,
+    #[serde(default)]
     pub routes: Vec<RawRoute>,
 }
 
@@ -162,6 +164,30 @@ impl Default for RawLog {
             format: LogFormat::Text,
             level: "info".into(),
             access_log: true,
+        }
+    }
+}
+
+/// `[tracing]`: W3C trace context is always propagated; spans are exported only with an
+/// `otlp_endpoint`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTracing {
+    /// OTLP/HTTP (protobuf) collector URL; absent = no export. A URL without a path gets the
+    /// OTLP default `/v1/traces`.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` resource attribute of exported spans.
+    pub service_name: String,
+    /// Share of new traces recorded (0.0 to 1.0); a sampled flag from the client wins.
+    pub sample_ratio: f64,
+}
+
+impl Default for RawTracing {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: "sessiongate".into(),
+            sample_ratio: 1.0,
         }
     }
 }

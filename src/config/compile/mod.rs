@@ -3,6 +3,7 @@
 //! failure is reported, not just the first.
 //!
 //! - this module: `[server]`, `[kratos]`, `[cache]`, `[log]`, and assembling the [`Config`].
+//! - [`traces`]: `[tracing]` (span export).
 //! - [`route`]: one `[[routes]]` entry, and conflicts between routes.
 //! - [`edge`]: the keys of a `kratos_edge` route.
 //! - [`validate`]: the checks every section shares and the issue collector.
@@ -11,6 +12,7 @@ mod edge;
 mod route;
 #[cfg(test)]
 mod tests;
+mod traces;
 mod validate;
 
 use http::HeaderName;
@@ -156,6 +158,8 @@ pub(super) fn compile(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
         issues.push("log.level", format!("not a valid filter: {e}"));
     }
 
+    let tracing = self::traces::compile_tracing(&raw.tracing, &mut issues);
+
     let mut routes: Vec<Route> = Vec::new();
     let mut identity_header_names: Vec<HeaderName> = Vec::new();
     let mut session_paths: Vec<Template> = Vec::new();
@@ -188,8 +192,8 @@ pub(super) fn compile(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
 
     issues.into_result()?;
     // Every Option below is Some: a None pushed an issue above.
-    let (Some(listen), Some(admin_listen), Some(public_url), Some(whoami_url)) =
-        (listen, admin_listen, kratos_url, whoami_url)
+    let (Some(listen), Some(admin_listen), Some(public_url), Some(whoami_url), Some(tracing)) =
+        (listen, admin_listen, kratos_url, whoami_url, tracing)
     else {
         return Err(vec![ConfigIssue {
             path: "(internal)".into(),
@@ -231,6 +235,7 @@ pub(super) fn compile(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
             stale_if_error: raw.cache.stale_if_error,
         },
         log: raw.log,
+        tracing,
         browser_edge: routes.iter().find_map(|r| r.edge.clone()),
         routes,
         identity_header_names,
