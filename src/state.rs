@@ -16,6 +16,7 @@ use crate::resolver::Resolver;
 use crate::routing::RouteTable;
 use crate::session::store::SessionStore;
 use crate::session::whoami::WhoamiClient;
+use crate::telemetry::{otlp, Tracing};
 
 /// Everything one request needs, consistent for the whole request.
 pub struct Runtime {
@@ -32,6 +33,9 @@ pub struct Runtime {
     /// OIDC providers already warned about (one `redirect_uri` warning per provider and
     /// configuration; `crate::edge::oidc`).
     pub oidc_warned: WarnOnce,
+    /// Trace propagation and span export (`[tracing]`); shared with the previous runtime when
+    /// `[tracing]` is unchanged, so a reload keeps the exporter and its queue.
+    pub tracing: Arc<Tracing>,
 }
 
 /// Why the proxy could not be built from a valid configuration.
@@ -43,6 +47,9 @@ pub enum BuildError {
     /// The whoami HTTP client could not be built.
     #[error("whoami client: {0}")]
     Client(#[from] reqwest::Error),
+    /// The OTLP span exporter could not be built.
+    #[error("tracing.otlp_endpoint: {0}")]
+    Tracing(#[from] otlp::BuildError),
 }
 
 /// What the session store and its whoami client are built from, as one value: two configurations
@@ -120,6 +127,10 @@ impl Runtime {
                 (store, whoami)
             }
         };
+        let tracing = match previous.filter(|p| p.config.tracing == config.tracing) {
+            Some(p) => Arc::clone(&p.tracing),
+            None => Arc::new(Tracing::new(&config.tracing)?),
+        };
         Ok(Runtime {
             config,
             table,
@@ -127,6 +138,7 @@ impl Runtime {
             whoami,
             resolver: Arc::new(Resolver::new()),
             oidc_warned: WarnOnce::default(),
+            tracing,
         })
     }
 }
