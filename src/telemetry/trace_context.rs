@@ -13,7 +13,9 @@
 //!   suite expects a new trace then);
 //! - §3.3.1: several `tracestate` headers are one list, joined with `,` (RFC 9110 §5.3); an
 //!   invalid list is dropped, and `tracestate` is never read when `traceparent` is invalid
-//!   (§3.3: "if the vendor failed to parse traceparent, it MUST NOT attempt to parse tracestate").
+//!   (§3.3: "if the vendor failed to parse traceparent, it MUST NOT attempt to parse tracestate");
+//! - §3.3.1.1: whitespace around list-members and empty list-members are allowed (the crate's
+//!   list parser takes neither: the list is handed to it without them).
 //!
 //! Only the sampled bit of the flags is kept (§3.2.2.5: the one flag Level 1 defines).
 
@@ -81,7 +83,7 @@ impl<'a> Fields<'a> {
         }
         Some(Fields {
             traceparent,
-            tracestate: joined(headers),
+            tracestate: joined(headers).map(without_ows),
         })
     }
 }
@@ -113,6 +115,25 @@ fn joined(headers: &HeaderMap) -> Option<Cow<'_, str>> {
         s.push_str(v);
     }
     Some(out)
+}
+
+/// The list without whitespace around its members and without empty members (§3.3.1.1: `list =
+/// list-member 0*31( OWS "," OWS list-member )`, "empty and whitespace-only list members are
+/// allowed"); borrowed as it is when it has neither.
+fn without_ows(list: Cow<'_, str>) -> Cow<'_, str> {
+    const OWS: [char; 2] = [' ', '\t'];
+    let messy = list
+        .split(',')
+        .any(|m| m.is_empty() || m.starts_with(OWS) || m.ends_with(OWS));
+    if !messy {
+        return list;
+    }
+    let members: Vec<&str> = list
+        .split(',')
+        .map(|m| m.trim_matches(OWS))
+        .filter(|m| !m.is_empty())
+        .collect();
+    Cow::Owned(members.join(","))
 }
 
 /// Whether `v` has the shape of §3.2.2 (see the module docs); the values are checked by the
@@ -313,6 +334,16 @@ mod tests {
             .trace_state()
             .header()
             .is_empty());
+        // whitespace and empty members are allowed (§3.3.1.1)
+        let h = map(&[
+            (TRACEPARENT, TP),
+            (TRACESTATE, " congo=t61rcWkgMzE ,, \trojo=00f067aa0ba902b7,"),
+        ]);
+        let sc = parent_of(&h).expect("valid");
+        assert_eq!(
+            sc.trace_state().header(),
+            "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
+        );
         // an invalid list is dropped, the trace continues
         let h = map(&[(TRACEPARENT, TP), (TRACESTATE, "not a list")]);
         let sc = parent_of(&h).expect("valid");
