@@ -35,7 +35,7 @@ use opentelemetry::trace::{
     SpanContext, SpanKind, Status, TraceContextExt, TraceFlags, TraceState, Tracer,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SdkTracer, Span as SdkSpan};
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SdkTracer};
 
 use crate::config::TracingConfig;
 
@@ -204,7 +204,7 @@ impl RequestTrace {
     /// `traceparent` (the proxy's span as parent) and `tracestate` (the caller's, when any) for
     /// the upstream request.
     pub fn upstream_headers(&self) -> Option<(HeaderValue, Option<HeaderValue>)> {
-        trace_context::headers_for(self.cx.span().span_context())
+        trace_context::headers_for(&self.cx)
     }
 
     /// Ends the span with what the request came to (a no-op when nothing is recorded).
@@ -243,8 +243,8 @@ pub fn carry<F: Future>(fut: F) -> WithContext<F> {
 
 /// The whoami call's span: a child of the current context's span.
 pub struct WhoamiTrace {
-    span: Option<SdkSpan>,
-    context: SpanContext,
+    cx: Context,
+    recording: bool,
 }
 
 impl WhoamiTrace {
@@ -259,22 +259,23 @@ impl WhoamiTrace {
                     .with_kind(SpanKind::Client)
                     .with_attributes([KeyValue::new("http.request.method", "GET")])
                     .start_with_context(tracer, &cx);
-                let context = opentelemetry::trace::Span::span_context(&span).clone();
+                let recording = opentelemetry::trace::Span::is_recording(&span);
                 WhoamiTrace {
-                    span: Some(span),
-                    context,
+                    cx: cx.with_span(span),
+                    recording,
                 }
             }
             None => {
-                let parent = cx.span().span_context().clone();
-                let context = if parent.is_valid() {
-                    child_of(&parent)
+                let parent = cx.span();
+                let parent = parent.span_context();
+                let cx = if parent.is_valid() {
+                    Context::new().with_remote_span_context(child_of(parent))
                 } else {
-                    SpanContext::NONE
+                    Context::new()
                 };
                 WhoamiTrace {
-                    span: None,
-                    context,
+                    cx,
+                    recording: false,
                 }
             }
         }
@@ -283,13 +284,13 @@ impl WhoamiTrace {
     /// `traceparent` (this span as parent) and `tracestate` for the whoami request; `None` when
     /// there is no trace.
     pub fn headers(&self) -> Option<(HeaderValue, Option<HeaderValue>)> {
-        trace_context::headers_for(&self.context)
+        trace_context::headers_for(&self.cx)
     }
 
     /// Ends the span with the call's result label (`sessiongate.whoami.result`).
     pub fn finish(self, result: &'static str) {
-        if let Some(mut span) = self.span {
-            use opentelemetry::trace::Span as _;
+        if self.recording {
+            let span = self.cx.span();
             span.set_attribute(KeyValue::new("sessiongate.whoami.result", result));
             span.end();
         }
@@ -343,10 +344,15 @@ mod tests {
         let trace = Tracing::off().start_request(&h, &Method::GET);
         let request = trace.span_context();
         // `carry` runs where the store calls it: inside the request's context.
-        let child = async { tokio::spawn(carry(async { WhoamiTrace::start().context })).await }
-            .with_context(trace.context().clone())
+        let child = async {
+            tokio::spawn(carry(async {
+                WhoamiTrace::start().cx.span().span_context().clone()
+            }))
             .await
-            .expect("task");
+        }
+        .with_context(trace.context().clone())
+        .await
+        .expect("task");
         assert_eq!(child.trace_id(), request.trace_id());
         assert_ne!(child.span_id(), request.span_id());
         assert!(child.is_sampled());

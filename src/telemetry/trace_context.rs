@@ -55,13 +55,12 @@ pub fn parent_of(headers: &HeaderMap) -> Option<SpanContext> {
     sc.is_valid().then(|| sc.clone())
 }
 
-/// `traceparent` and `tracestate` for a request whose parent is `span` (§3.2.2, version `00`).
-/// `tracestate` is `None` when the list is empty: the header is then not sent (§3.3.1.1: an
-/// empty `tracestate` may be dropped).
-pub fn headers_for(span: &SpanContext) -> Option<(HeaderValue, Option<HeaderValue>)> {
+/// `traceparent` and `tracestate` for a request whose parent is the span of `cx` (§3.2.2,
+/// version `00`); `None` when `cx` has no valid span. `tracestate` is `None` when the list is
+/// empty: the header is then not sent (§3.3.1.1: an empty `tracestate` may be dropped).
+pub fn headers_for(cx: &Context) -> Option<(HeaderValue, Option<HeaderValue>)> {
     let mut out = Outgoing::default();
-    let cx = Context::new().with_remote_span_context(span.clone());
-    propagator().inject_context(&cx, &mut out);
+    propagator().inject_context(cx, &mut out);
     Some((out.traceparent?, out.tracestate))
 }
 
@@ -196,6 +195,10 @@ mod tests {
         h
     }
 
+    fn remote(sc: &SpanContext) -> Context {
+        Context::new().with_remote_span_context(sc.clone())
+    }
+
     fn parent(tp: &str) -> Option<SpanContext> {
         parent_of(&map(&[(TRACEPARENT, tp)]))
     }
@@ -322,7 +325,7 @@ mod tests {
             sc.trace_state().header(),
             "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
         );
-        let (_, state) = headers_for(&sc).expect("headers");
+        let (_, state) = headers_for(&remote(&sc)).expect("headers");
         assert_eq!(
             state.as_ref().and_then(|v| v.to_str().ok()),
             Some("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7")
@@ -347,7 +350,7 @@ mod tests {
         // an invalid list is dropped, the trace continues
         let h = map(&[(TRACEPARENT, TP), (TRACESTATE, "not a list")]);
         let sc = parent_of(&h).expect("valid");
-        assert!(headers_for(&sc).expect("headers").1.is_none());
+        assert!(headers_for(&remote(&sc)).expect("headers").1.is_none());
     }
 
     #[test]
@@ -359,9 +362,9 @@ mod tests {
             false,
             Default::default(),
         );
-        let (tp, state) = headers_for(&sc).expect("headers");
+        let (tp, state) = headers_for(&remote(&sc)).expect("headers");
         assert_eq!(tp.to_str().ok(), Some(TP));
         assert!(state.is_none());
-        assert!(headers_for(&SpanContext::empty_context()).is_none());
+        assert!(headers_for(&Context::new()).is_none());
     }
 }
