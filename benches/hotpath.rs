@@ -1,6 +1,7 @@
 //! Criterion benchmarks of the per-request hot paths: route matching over a 50-route table, path
-//! canonicalisation, credential extraction, a cache hit, identity header rendering, and rewriting a
-//! typical Kratos login flow JSON body on the edge.
+//! canonicalisation, credential extraction, a cache hit, identity header rendering, rewriting a
+//! typical Kratos login flow JSON body on the edge, and W3C trace context propagation with span
+//! export off (the default).
 //!
 //! `cargo bench --bench hotpath`. Compare numbers from one run only (the machine is shared).
 
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue, Method};
+use opentelemetry::context::FutureExt as _;
 use sessiongate::config;
 use sessiongate::credential;
 use sessiongate::identity;
@@ -17,6 +19,7 @@ use sessiongate::path::canonicalize;
 use sessiongate::routing::RouteTable;
 use sessiongate::session::store::SessionStore;
 use sessiongate::session::whoami::WhoamiClient;
+use sessiongate::telemetry::Tracing;
 use sessiongate_testkit::{KratosDouble, SessionSpec};
 
 fn fifty_routes() -> config::Config {
@@ -130,6 +133,17 @@ fn cache_and_identity(c: &mut Criterion) {
     c.bench_function("cache_hit_resolve", |b| {
         b.iter(|| rt.block_on(store.resolve(black_box(&cred))))
     });
+    // The same lookup run as the proxy runs admission: inside the request's trace context.
+    let trace = Tracing::off().start_request(&client_trace_headers(), &Method::GET);
+    c.bench_function("cache_hit_resolve_in_trace_context", |b| {
+        b.iter(|| {
+            rt.block_on(
+                store
+                    .resolve(black_box(&cred))
+                    .with_context(trace.context().clone()),
+            )
+        })
+    });
     assert_eq!(kratos.whoami_calls(), 1, "every bench iteration was a hit");
 
     let route = &cfg.routes[0];
@@ -169,11 +183,65 @@ fn edge_rewrite(c: &mut Criterion) {
     });
 }
 
+/// A browser's request headers with a sampled client trace and a vendor's `tracestate`.
+fn client_trace_headers() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("host", HeaderValue::from_static("api.example.com"));
+    h.insert("accept", HeaderValue::from_static("application/json"));
+    h.insert(
+        "traceparent",
+        HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+    );
+    h.insert(
+        "tracestate",
+        HeaderValue::from_static("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"),
+    );
+    h
+}
+
+/// What every request pays for trace context with export off: read the client's context (or
+/// start a trace), make the proxy's span ids, format the upstream `traceparent`/`tracestate`.
+fn trace_propagation(c: &mut Criterion) {
+    let tracing = Tracing::off();
+    let with = client_trace_headers();
+    let mut without = with.clone();
+    without.remove("traceparent");
+    without.remove("tracestate");
+    assert!(tracing
+        .start_request(&with, &Method::GET)
+        .upstream_headers()
+        .is_some_and(|(_, state)| state.is_some()));
+    c.bench_function("trace_propagation_off_client_trace", |b| {
+        b.iter(|| {
+            tracing
+                .start_request(black_box(&with), &Method::GET)
+                .upstream_headers()
+        })
+    });
+    let mut bare = with.clone();
+    bare.remove("tracestate");
+    c.bench_function("trace_propagation_off_client_traceparent_only", |b| {
+        b.iter(|| {
+            tracing
+                .start_request(black_box(&bare), &Method::GET)
+                .upstream_headers()
+        })
+    });
+    c.bench_function("trace_propagation_off_new_trace", |b| {
+        b.iter(|| {
+            tracing
+                .start_request(black_box(&without), &Method::GET)
+                .upstream_headers()
+        })
+    });
+}
+
 criterion_group!(
     benches,
     routing,
     credentials,
     cache_and_identity,
-    edge_rewrite
+    edge_rewrite,
+    trace_propagation
 );
 criterion_main!(benches);

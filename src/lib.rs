@@ -27,6 +27,7 @@
 //! | [`admin`] | health and metrics listener |
 //! | [`metrics`] | Prometheus metrics with bounded labels |
 //! | [`state`] | the reloadable runtime shared by proxy and admin |
+//! | [`telemetry`] | W3C trace context propagation, optional OTLP span export |
 //! | [`reload`] | SIGHUP and file-watch reloads |
 //! | [`server`] | assembling and running the pingora server |
 //!
@@ -53,6 +54,7 @@ pub mod routing;
 pub mod server;
 pub mod session;
 pub mod state;
+pub mod telemetry;
 
 pub use config::Config;
 pub use server::{build, Sessiongate};

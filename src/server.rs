@@ -117,6 +117,8 @@ fn exit_when_idle(shared: Arc<Shared>) {
             let deadline = std::time::Instant::now() + grace;
             while std::time::Instant::now() < deadline {
                 if shared.in_flight() == 0 {
+                    // every request's span has ended: send what the exporter still queues
+                    shared.runtime().tracing.force_flush();
                     tracing::info!("drained: no request in flight; exiting");
                     std::process::exit(0);
                 }

@@ -17,6 +17,7 @@ use crate::resolver::Resolver;
 use crate::routing::RouteTable;
 use crate::session::store::SessionStore;
 use crate::session::whoami::WhoamiClient;
+use crate::telemetry::{otlp, Tracing};
 
 /// Everything one request needs, consistent for the whole request.
 pub struct Runtime {
@@ -33,6 +34,9 @@ pub struct Runtime {
     /// OIDC providers already warned about (one `redirect_uri` warning per provider and
     /// configuration; `crate::edge::oidc`).
     pub oidc_warned: WarnOnce,
+    /// Trace propagation and span export (`[tracing]`); shared with the previous runtime when
+    /// `[tracing]` is unchanged, so a reload keeps the exporter and its queue.
+    pub tracing: Arc<Tracing>,
 }
 
 /// Why the proxy could not be built from a valid configuration.
@@ -47,6 +51,9 @@ pub enum BuildError {
     /// The fleet (`[cache.shared]`) could not be started (never because Redis is down).
     #[error("fleet: {0}")]
     Fleet(#[from] FleetError),
+    /// The OTLP span exporter could not be built.
+    #[error("tracing.otlp_endpoint: {0}")]
+    Tracing(#[from] otlp::BuildError),
 }
 
 /// What the session store and its whoami client are built from, as one value: two configurations
@@ -124,6 +131,10 @@ impl Runtime {
                 (store, whoami)
             }
         };
+        let tracing = match previous.filter(|p| p.config.tracing == config.tracing) {
+            Some(p) => Arc::clone(&p.tracing),
+            None => Arc::new(Tracing::new(&config.tracing)?),
+        };
         Ok(Runtime {
             config,
             table,
@@ -131,6 +142,7 @@ impl Runtime {
             whoami,
             resolver: Arc::new(Resolver::new()),
             oidc_warned: WarnOnce::default(),
+            tracing,
         })
     }
 }

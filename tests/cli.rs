@@ -71,6 +71,12 @@ fn environment_overrides_are_validated_too() {
     );
     assert_eq!(code, 1);
     assert!(err.contains("cache") && err.contains("bogus"), "{err}");
+    let (code, _, err) = sessiongate(
+        &["check", "--config", "config/sessiongate.toml"],
+        &[("SESSIONGATE__TRACING__SAMPLE_RATIO", "2")],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("tracing.sample_ratio: "), "{err}");
 }
 
 #[test]

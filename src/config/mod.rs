@@ -22,7 +22,7 @@ pub use json_schema::{json_schema, DURATION_PATTERN, SCHEMA_ID};
 pub use schema::{AuthMode, LogFormat, OnUnauthenticated, RawConfig, Secret, SharedCacheMode};
 pub use types::{
     Aal, AdminConfig, CacheConfig, Config, KratosConfig, LimitsConfig, Route, RouteMatch,
-    ServerConfig, SharedCacheConfig, Upstream,
+    ServerConfig, SharedCacheConfig, TracingConfig, Upstream,
 };
 
 /// The prefix of environment variables that override configuration keys.

@@ -28,6 +28,10 @@ pub struct RawConfig {
     /// The admin listener's own settings (the purge API of the fleet).
     #[serde(default)]
     pub admin: RawAdmin,
+    /// Traces: W3C trace context is always propagated; spans are exported over OTLP only when
+    /// `otlp_endpoint` is set.
+    #[serde(default)]
+    pub tracing: RawTracing,
     /// The routes, matched by host, then exact path, then longest path prefix (not by their order).
     /// At least one is required.
     #[serde(default)]
@@ -250,6 +254,31 @@ impl Default for RawLog {
             format: LogFormat::Text,
             level: "info".into(),
             access_log: true,
+        }
+    }
+}
+
+/// `[tracing]`: W3C trace context is always propagated; spans are exported only with an
+/// `otlp_endpoint`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTracing {
+    /// OTLP/HTTP (protobuf) collector URL, e.g. "http://127.0.0.1:4318"; absent = no span export.
+    /// A URL without a path gets the OTLP default "/v1/traces".
+    pub otlp_endpoint: Option<String>,
+    /// The "service.name" resource attribute of exported spans (1 to 255 characters).
+    pub service_name: String,
+    /// Share of new traces recorded, 0.0 to 1.0; a sampled flag from the client's traceparent wins.
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub sample_ratio: f64,
+}
+
+impl Default for RawTracing {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: "sessiongate".into(),
+            sample_ratio: 1.0,
         }
     }
 }

@@ -31,6 +31,8 @@ pub struct Config {
     pub shared_cache: Option<SharedCacheConfig>,
     /// `[admin]`: the purge API's token.
     pub admin: AdminConfig,
+    /// `[tracing]`: span export (trace context propagation is always on).
+    pub tracing: TracingConfig,
     /// `[[routes]]`, in file order; `Route::index` is the position in the file.
     pub routes: Vec<Route>,
     /// Every identity header name configured on any route (lowercase): stripped from every request.
@@ -113,6 +115,18 @@ pub struct CacheConfig {
     /// How long after its last validation a session is still served while Kratos fails; zero
     /// disables.
     pub stale_if_error: Duration,
+}
+
+/// `[tracing]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    /// Where spans go over OTLP/HTTP (protobuf): the full traces URL (`.../v1/traces`); `None`:
+    /// spans are not recorded at all.
+    pub otlp_endpoint: Option<Url>,
+    /// The `service.name` of exported spans (not empty).
+    pub service_name: String,
+    /// Share of new traces sampled, 0.0 to 1.0; a client's sampled flag is followed instead.
+    pub sample_ratio: f64,
 }
 
 /// Authenticator assurance level (`aal1` < `aal2` < `aal3`).

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::HOST;
 use http::{HeaderName, HeaderValue};
+use opentelemetry::context::FutureExt as _;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -26,6 +27,8 @@ use crate::path::CanonicalTarget;
 use crate::resolver;
 use crate::session::store::LookupKind;
 use crate::state::{InFlight, Runtime, Shared};
+use crate::telemetry::trace_context::{TRACEPARENT, TRACESTATE};
+use crate::telemetry::{RequestOutcome, RequestTrace};
 
 const X_REQUEST_ID: &str = "x-request-id";
 
@@ -51,6 +54,8 @@ pub struct RequestCtx {
     /// Which of the upstream's addresses this attempt uses, and how many there are.
     upstream_attempt: usize,
     upstream_addrs: usize,
+    /// The proxy's span of this request (`crate::telemetry`), from `request_filter` on.
+    trace: Option<RequestTrace>,
 }
 
 /// The proxy: holds the shared, reloadable state.
@@ -82,7 +87,12 @@ impl Proxy {
                 session, req,
             ),
         };
-        let decision = admission::admit(&rt.config, &rt.table, &rt.store, &view).await;
+        let admit = admission::admit(&rt.config, &rt.table, &rt.store, &view);
+        // The whoami call admission may make is a child of the request's span.
+        let decision = match &ctx.trace {
+            Some(trace) => admit.with_context(trace.context().clone()).await,
+            None => admit.await,
+        };
         ctx.route = decision.route;
         ctx.target = decision.target;
         ctx.lookup = decision.lookup;
@@ -151,6 +161,7 @@ impl ProxyHttp for Proxy {
             _in_flight: InFlight::new(&self.shared),
             upstream_attempt: 0,
             upstream_addrs: 0,
+            trace: None,
         }
     }
 
@@ -166,6 +177,8 @@ impl ProxyHttp for Proxy {
         // is really gone is noticed when the response write fails.
         session.set_abort_on_close(false);
         ctx.request_id = request_id(session.req_header());
+        let req = session.req_header();
+        ctx.trace = Some(rt.tracing.start_request(&req.headers, &req.method));
         let mut verdict = self.admit(session, ctx, &rt).await;
         if verdict.is_ok() {
             if let (Some(er), Some(ectx)) = (edge_route(&rt, ctx.route), ctx.edge.as_mut()) {
@@ -236,7 +249,8 @@ impl ProxyHttp for Proxy {
     /// After pingora's hop-by-hop stripping: deletes every configured identity header and the reserved
     /// `X-Sessiongate-` prefix from the client's request, drops `X-Forwarded-*`/`Forwarded` unless the
     /// client is a trusted proxy, forwards the canonical path (query untouched), then sets the identity
-    /// headers, the request id and the forwarding headers.
+    /// headers, the request id, the forwarding headers and the trace context (`traceparent` with the
+    /// proxy's span as parent; the client's `tracestate`).
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
@@ -277,6 +291,15 @@ impl ProxyHttp for Proxy {
             upstream_request.insert_header(name, value)?;
         }
         upstream_request.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+        if let Some((parent, state)) = ctx.trace.as_ref().and_then(RequestTrace::upstream_headers) {
+            upstream_request.insert_header(TRACEPARENT, parent)?;
+            match state {
+                Some(state) => upstream_request.insert_header(TRACESTATE, state)?,
+                None => {
+                    upstream_request.remove_header(TRACESTATE);
+                }
+            }
+        }
         set_forwarding_headers(upstream_request, client_ip, trusted)?;
         if let (Some(er), Some(ectx)) = (edge_route(&rt, ctx.route), &ctx.edge) {
             edge::upstream_request(er, ectx, upstream_request)?;
@@ -431,7 +454,8 @@ impl ProxyHttp for Proxy {
         }
     }
 
-    /// Records the request metrics and writes the access log line (never a credential or a query).
+    /// Records the request metrics, writes the access log line (never a credential or a query) and
+    /// ends the request's span.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session
             .response_written()
@@ -447,6 +471,14 @@ impl ProxyHttp for Proxy {
         metrics.observe_request(route, status, elapsed);
         if ctx.outcome != "none" {
             metrics.auth_decision(route, ctx.outcome);
+        }
+        if let Some(trace) = &ctx.trace {
+            trace.finish(&RequestOutcome {
+                route,
+                status,
+                outcome: ctx.outcome,
+                cache: ctx.lookup.map(LookupKind::as_str),
+            });
         }
         if self.shared.access_log() {
             let req = session.req_header();

@@ -11,6 +11,7 @@
 //!   equally bounded cache, and served (marked stale) when Kratos fails; a 401 or a purge removes it.
 //! - Concurrent misses for one key make exactly one whoami call: the first starts it in a task of its
 //!   own (so a client that goes away does not cancel it) and everybody waits for that task's answer.
+//!   The task keeps the first caller's trace context: its whoami span is a child of that request's.
 //! - A purge wins over everything in flight: it detaches the calls in flight for the keys it
 //!   purges (later requests start a new call instead of joining them, and their answers are not
 //!   cached), and a call that started before its session or identity was purged does not cache
@@ -212,13 +213,14 @@ impl SessionStore {
                         started: Instant::now(),
                         channel: rx.clone(),
                     };
-                    tokio::spawn(async move {
+                    // The call's span is a child of this (the first) caller's request span.
+                    tokio::spawn(crate::telemetry::carry(async move {
                         let (answer, shared) = match store.shared_lookup(&call).await {
                             Some(answer) => (answer, true),
                             None => (store.client.whoami(&owned).await, false),
                         };
                         store.finish(call, answer, tx, shared);
-                    });
+                    }));
                     (rx, LookupKind::Miss)
                 }
             };

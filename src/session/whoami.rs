@@ -17,6 +17,8 @@ use super::{NotUsable, Resolution, Session, SessionEvents, UnavailableReason};
 use crate::config::KratosConfig;
 use crate::credential::{CredentialKind, OwnedCredential};
 use crate::identity::Template;
+use crate::telemetry::trace_context::{TRACEPARENT, TRACESTATE};
+use crate::telemetry::WhoamiTrace;
 
 /// Largest whoami body read; a session is a few KiB.
 const MAX_BODY: usize = 1024 * 1024;
@@ -86,14 +88,17 @@ impl WhoamiClient {
         &self.kept
     }
 
-    /// Asks Kratos about one credential.
+    /// Asks Kratos about one credential, in a span that is a child of the current trace context's
+    /// (`crate::telemetry`); the request carries it as `traceparent`.
     pub async fn whoami(&self, cred: &OwnedCredential) -> WhoamiAnswer {
+        let trace = WhoamiTrace::start();
         let started = Instant::now();
         if self.breaker.permit(started) == Permit::Reject {
             self.events.whoami_call("circuit_open", None);
+            trace.finish("circuit_open");
             return unavailable(UnavailableReason::CircuitOpen);
         }
-        let answer = match tokio::time::timeout(self.timeout, self.call(cred)).await {
+        let answer = match tokio::time::timeout(self.timeout, self.call(cred, &trace)).await {
             Ok(a) => a,
             Err(_) => unavailable(UnavailableReason::Timeout),
         };
@@ -102,8 +107,9 @@ impl WhoamiClient {
             Resolution::Unavailable { reason } if reason.is_kratos_failure()
         );
         self.breaker.record(!failed, Instant::now());
-        self.events
-            .whoami_call(result_label(&answer.resolution), Some(started.elapsed()));
+        let label = result_label(&answer.resolution);
+        self.events.whoami_call(label, Some(started.elapsed()));
+        trace.finish(label);
         answer
     }
 
@@ -132,12 +138,18 @@ impl WhoamiClient {
         }
     }
 
-    async fn call(&self, cred: &OwnedCredential) -> WhoamiAnswer {
+    async fn call(&self, cred: &OwnedCredential, trace: &WhoamiTrace) -> WhoamiAnswer {
         let Ok(_permit) = self.slots.acquire().await else {
             return unavailable(UnavailableReason::Internal);
         };
-        let mut headers = HeaderMap::with_capacity(2);
+        let mut headers = HeaderMap::with_capacity(4);
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        if let Some((parent, state)) = trace.headers() {
+            headers.insert(TRACEPARENT, parent);
+            if let Some(state) = state {
+                headers.insert(TRACESTATE, state);
+            }
+        }
         let credential_header = match cred.kind {
             CredentialKind::Token => {
                 HeaderValue::from_str(&cred.value).map(|v| ("x-session-token", v))

@@ -104,7 +104,7 @@ fn the_schema_is_draft_7_with_an_id_and_a_title() {
         .collect();
     assert_eq!(
         sections,
-        ["admin", "cache", "kratos", "log", "routes", "server"]
+        ["admin", "cache", "kratos", "log", "routes", "server", "tracing"]
     );
     for table in [
         "RawServer",
@@ -114,6 +114,7 @@ fn the_schema_is_draft_7_with_an_id_and_a_title() {
         "RawLog",
         "RawRoute",
         "RawAdmin",
+        "RawTracing",
     ] {
         assert_eq!(
             s["definitions"][table]["additionalProperties"], false,
@@ -133,6 +134,7 @@ fn keys(s: &Value) -> Vec<(String, Value, bool)> {
         ("log", s["definitions"]["RawLog"].clone()),
         ("routes[]", s["definitions"]["RawRoute"].clone()),
         ("admin", s["definitions"]["RawAdmin"].clone()),
+        ("tracing", s["definitions"]["RawTracing"].clone()),
     ];
     let mut out = Vec::new();
     for (prefix, table) in tables {
@@ -151,7 +153,7 @@ fn keys(s: &Value) -> Vec<(String, Value, bool)> {
 fn every_key_has_a_description_and_the_optional_ones_their_default() {
     let s = schema();
     let keys = keys(&s);
-    assert_eq!(keys.len(), 6 + 13 + 7 + 5 + 4 + 3 + 15 + 1, "{keys:#?}");
+    assert_eq!(keys.len(), 7 + 13 + 7 + 5 + 4 + 3 + 15 + 1 + 3, "{keys:#?}");
     let mut without_default = Vec::new();
     for (path, prop, required) in &keys {
         let d = prop["description"].as_str().unwrap_or("");
@@ -174,6 +176,7 @@ fn every_key_has_a_description_and_the_optional_ones_their_default() {
             "log",
             "routes",
             "server",
+            "tracing",
             "server.public_url",
             "kratos.login_url",
             "kratos.public_url (required)",
@@ -190,6 +193,7 @@ fn every_key_has_a_description_and_the_optional_ones_their_default() {
             "routes[].require_aal",
             "routes[].upstream",
             "admin.purge_token_file",
+            "tracing.otlp_endpoint",
         ]
     );
 }

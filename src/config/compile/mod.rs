@@ -3,6 +3,7 @@
 //! failure is reported, not just the first.
 //!
 //! - this module: `[server]`, `[kratos]`, `[cache]`, `[log]`, and assembling the [`Config`].
+//! - [`traces`]: `[tracing]` (span export).
 //! - [`route`]: one `[[routes]]` entry, and conflicts between routes.
 //! - [`edge`]: the keys of a `kratos_edge` route.
 //! - [`fleet`]: `[cache.shared]` (Redis) and `[admin]` (the purge API's token).
@@ -13,6 +14,7 @@ mod fleet;
 mod route;
 #[cfg(test)]
 mod tests;
+mod traces;
 mod validate;
 
 use http::HeaderName;
@@ -164,6 +166,8 @@ pub(super) fn compile(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
         issues.push("log.level", format!("not a valid filter: {e}"));
     }
 
+    let tracing = self::traces::compile_tracing(&raw.tracing, &mut issues);
+
     let mut routes: Vec<Route> = Vec::new();
     let mut identity_header_names: Vec<HeaderName> = Vec::new();
     let mut session_paths: Vec<Template> = Vec::new();
@@ -196,8 +200,8 @@ pub(super) fn compile(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
 
     issues.into_result()?;
     // Every Option below is Some: a None pushed an issue above.
-    let (Some(listen), Some(admin_listen), Some(public_url), Some(whoami_url)) =
-        (listen, admin_listen, kratos_url, whoami_url)
+    let (Some(listen), Some(admin_listen), Some(public_url), Some(whoami_url), Some(tracing)) =
+        (listen, admin_listen, kratos_url, whoami_url, tracing)
     else {
         return Err(vec![ConfigIssue {
             path: "(internal)".into(),
@@ -241,6 +245,7 @@ pub(super) fn compile(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
         log: raw.log,
         shared_cache,
         admin,
+        tracing,
         browser_edge: routes.iter().find_map(|r| r.edge.clone()),
         routes,
         identity_header_names,
