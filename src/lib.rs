@@ -23,6 +23,7 @@
 //! | [`forwarding`] | forwarding and re-routing headers only trusted proxies may send |
 //! | [`error`] | every answer sessiongate gives itself, and its HTTP form |
 //! | [`proxy`] | the pingora `ProxyHttp` hooks, delegating to the above |
+//! | [`connections`] | downstream connection limit, keep-alive idle timeout, the idle wait outside the proxy |
 //! | [`admin`] | health and metrics listener |
 //! | [`metrics`] | Prometheus metrics with bounded labels |
 //! | [`state`] | the reloadable runtime shared by proxy and admin |
@@ -34,6 +35,7 @@
 pub mod admin;
 pub mod admission;
 pub mod config;
+pub mod connections;
 pub mod credential;
 pub mod edge;
 pub mod error;

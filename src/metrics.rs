@@ -203,6 +203,11 @@ impl Metrics {
             .inc();
     }
 
+    /// The registry, for metrics owned by other modules (`crate::connections`).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The Prometheus text exposition, with the cache gauge set to `cache_entries`.
     pub fn render(&self, cache_entries: u64) -> String {
         self.cache_entries

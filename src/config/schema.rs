@@ -51,6 +51,11 @@ pub struct RawServer {
     /// Time allowed between two reads from a client once a request has started.
     #[serde(with = "humantime_serde")]
     pub downstream_read_timeout: Duration,
+    /// Most downstream connections open at once; beyond it a new connection gets 503 and is closed.
+    pub max_connections: usize,
+    /// How long an idle keep-alive client connection is kept before it is closed.
+    #[serde(with = "humantime_serde")]
+    pub downstream_keepalive_timeout: Duration,
     /// Reload the configuration when the file changes (polled), besides on SIGHUP.
     pub watch_config: bool,
     /// How often the file is polled when `watch_config` is on.
@@ -72,6 +77,8 @@ impl Default for RawServer {
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_read_timeout: Duration::from_secs(60),
             downstream_read_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            downstream_keepalive_timeout: Duration::from_secs(60),
             watch_config: false,
             watch_interval: Duration::from_secs(2),
         }
