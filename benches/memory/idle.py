@@ -416,7 +416,7 @@ def main():
     # Every idle connection is a descriptor here and in the proxy (which inherits the limit).
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     # (each process has its own limit: this one holds the idle sockets, the burst client its own)
-    want = max(max(sizes), args.burst_tokens and args.burst_wave * args.burst_fanout) + 1000
+    want = max(max(sizes), args.burst_wave * args.burst_fanout if args.burst else 0) + 1000
     if hard != resource.RLIM_INFINITY and hard < want:
         log(f"warning: the descriptor limit {hard} is below {want}; large cases may fail")
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else want, hard))
