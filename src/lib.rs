@@ -24,6 +24,7 @@
 //! | [`error`] | every answer sessiongate gives itself, and its HTTP form |
 //! | [`fleet`] | several replicas as one cache on Redis: purge broadcast, shared L2 cache, purge API |
 //! | [`proxy`] | the pingora `ProxyHttp` hooks, delegating to the above |
+//! | [`connections`] | downstream connection limit, keep-alive idle timeout, the idle wait outside the proxy |
 //! | [`admin`] | health and metrics listener |
 //! | [`metrics`] | Prometheus metrics with bounded labels |
 //! | [`state`] | the reloadable runtime shared by proxy and admin |
@@ -36,6 +37,7 @@
 pub mod admin;
 pub mod admission;
 pub mod config;
+pub mod connections;
 pub mod credential;
 pub mod edge;
 pub mod error;

@@ -12,6 +12,23 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` in mimalloc v3's `mi_option_t` (include/mimalloc.h of libmimalloc-sys
+/// 0.1.49, which has no constant for it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Memory freed by closed connections goes back to the OS at once instead of after mimalloc's
+/// purge delay (1 s in v3): a purge only runs when the freeing thread allocates again, so after a
+/// burst of connections closes and the worker goes idle, a delayed purge never ran and the RSS
+/// stayed at its peak (benches/memory/idle.py). `MIMALLOC_PURGE_DELAY` in the environment still
+/// wins (mimalloc reads it when the process starts).
+fn purge_freed_memory_at_once() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: called first thing in `main`, before any other thread exists (the option API is
+        // not thread safe); it only stores an integer option.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "sessiongate",
@@ -37,6 +54,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    purge_freed_memory_at_once();
     let cli = Cli::parse();
     if let Some(Command::ConfigSchema) = cli.command {
         return print_config_schema();

@@ -203,7 +203,7 @@ impl Metrics {
             .inc();
     }
 
-    /// Registers metrics defined elsewhere (the fleet's, `crate::fleet`) in this registry, so
+    /// Registers metrics defined elsewhere (`crate::fleet`, `crate::connections`) in this registry, so
     /// `/metrics` shows them.
     ///
     /// # Errors

@@ -36,9 +36,10 @@ pub fn reload_from(shared: &Shared, path: &Path) -> bool {
     if old.listen != new.listen
         || old.admin_listen != new.admin_listen
         || old.threads != new.threads
+        || old.limits.max_connections != new.limits.max_connections
     {
         tracing::warn!(
-            "server.listen, server.admin_listen and server.threads change only on restart"
+            "server.listen, server.admin_listen, server.threads and server.max_connections change only on restart"
         );
     }
     match shared.reload(next) {

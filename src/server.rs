@@ -5,14 +5,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::listening::Service;
 
 use crate::admin::Admin;
 use crate::config::Config;
+use crate::connections::{ConnectionGate, ConnectionMetrics};
 use crate::proxy::Proxy;
 use crate::state::{BuildError, Shared};
+
+/// The read buffer pingora puts in front of each client socket, in bytes: none.
+///
+/// pingora's default is 64 KiB per connection, allocated when the connection is accepted and kept
+/// until it closes (pingora-core 0.9, `protocols/l4/stream.rs`, `DEFAULT_L4_READ_BUFFER_SIZE`): most
+/// of what an idle keep-alive connection cost (benches/memory/idle.py). It saves read calls under
+/// TLS, which this listener does not do; request heads are read into the session's own 4 KiB buffer
+/// and bodies into pingora's body buffers either way. The price is one extra 1-byte read per request
+/// (`crate::connections` peeks for the next request).
+const DOWNSTREAM_READ_BUFFER: usize = 0;
 
 /// A built, not yet running, sessiongate.
 pub struct Sessiongate {
@@ -33,17 +45,20 @@ pub fn build(config: Config) -> Result<Sessiongate, BuildError> {
     let listen = config.server.listen;
     let admin_listen = config.server.admin_listen;
     let threads = config.server.threads;
+    let max_connections = config.server.limits.max_connections;
 
     let shared = Shared::new(config)?;
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Proxy::new(Arc::clone(&shared)),
-        "sessiongate proxy",
+    let app = pingora::proxy::http_proxy(&server.configuration, Proxy::new(Arc::clone(&shared)));
+    let metrics = ConnectionMetrics::register(&shared.metrics)?;
+    let gate = ConnectionGate::new(app, Arc::clone(&shared), max_connections, metrics);
+    let mut proxy = Service::new("sessiongate proxy".to_string(), gate);
+    proxy.add_listener(
+        ListenerConfig::tcp(listen.to_string())
+            .l4_buffer(L4BufferSettings::default().read(DOWNSTREAM_READ_BUFFER)),
     );
-    proxy.add_tcp(&listen.to_string());
     proxy.threads = Some(threads);
 
     let mut admin = Service::new(

@@ -25,6 +25,9 @@ pub use types::{
     ServerConfig, SharedCacheConfig, TracingConfig, Upstream,
 };
 
+/// The largest `server.max_connections` accepted (each connection also needs a file descriptor).
+pub const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
+
 /// The prefix of environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "SESSIONGATE__";
 

@@ -76,6 +76,14 @@ pub struct RawServer {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "super::json_schema::HumanDuration")]
     pub downstream_read_timeout: Duration,
+    /// Most client connections open at once (1 to 1,000,000); beyond it a new connection gets a
+    /// 503 and is closed (restart to change).
+    pub max_connections: usize,
+    /// How long an idle keep-alive client connection (or one that never sends a request) is kept
+    /// before it is closed (> 0).
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "super::json_schema::HumanDuration")]
+    pub downstream_keepalive_timeout: Duration,
     /// Reload the configuration when the file changes (polled), besides on SIGHUP.
     pub watch_config: bool,
     /// How often the file is polled when `watch_config` is on (> 0).
@@ -98,6 +106,8 @@ impl Default for RawServer {
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_read_timeout: Duration::from_secs(60),
             downstream_read_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            downstream_keepalive_timeout: Duration::from_secs(60),
             watch_config: false,
             watch_interval: Duration::from_secs(2),
         }

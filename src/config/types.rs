@@ -80,6 +80,12 @@ pub struct LimitsConfig {
     pub upstream_read_timeout: Duration,
     /// Time allowed between two reads from a client once a request started (greater than zero).
     pub downstream_read_timeout: Duration,
+    /// Most downstream connections open at once (1 to [`MAX_CONNECTIONS_LIMIT`]); restart only.
+    ///
+    /// [`MAX_CONNECTIONS_LIMIT`]: crate::config::MAX_CONNECTIONS_LIMIT
+    pub max_connections: usize,
+    /// How long an idle keep-alive client connection is kept (greater than zero).
+    pub downstream_keepalive_timeout: Duration,
 }
 
 /// `[kratos]`, validated.

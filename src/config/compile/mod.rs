@@ -110,6 +110,18 @@ pub(super) fn compile(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
         &mut issues,
         false,
     );
+    positive(
+        raw.server.downstream_keepalive_timeout,
+        "server.downstream_keepalive_timeout",
+        &mut issues,
+        false,
+    );
+    if !(1..=super::MAX_CONNECTIONS_LIMIT).contains(&raw.server.max_connections) {
+        issues.push(
+            "server.max_connections",
+            format!("must be between 1 and {}", super::MAX_CONNECTIONS_LIMIT),
+        );
+    }
 
     let kratos_url =
         http_url(&raw.kratos.public_url, "kratos.public_url", &mut issues).map(|mut u| {
@@ -222,6 +234,8 @@ pub(super) fn compile(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
                 upstream_connect_timeout: raw.server.upstream_connect_timeout,
                 upstream_read_timeout: raw.server.upstream_read_timeout,
                 downstream_read_timeout: raw.server.downstream_read_timeout,
+                max_connections: raw.server.max_connections,
+                downstream_keepalive_timeout: raw.server.downstream_keepalive_timeout,
             },
             watch_config: raw.server.watch_config,
             watch_interval: raw.server.watch_interval,

@@ -198,3 +198,34 @@ on_unauthenticated = "redirect"
     assert!(got[0].starts_with("routes[0]"), "{got:?}");
     assert!(got[0].contains("auth"), "{got:?}");
 }
+
+#[test]
+fn connection_limits_are_checked_with_their_key_paths() {
+    let text = base(
+        r#"
+[server]
+max_connections = 0
+downstream_keepalive_timeout = "0s"
+[[routes]]
+name = "a"
+path = "/x"
+upstream = "http://127.0.0.1:1"
+auth = "anonymous"
+"#,
+    );
+    let got = issues(&text);
+    assert!(
+        got.iter()
+            .any(|s| s.starts_with("server.max_connections: must be between 1 and 1000000")),
+        "{got:?}"
+    );
+    assert!(
+        got.iter()
+            .any(|s| s.starts_with("server.downstream_keepalive_timeout:")),
+        "{got:?}"
+    );
+    let ok = text
+        .replace("max_connections = 0", "max_connections = 3")
+        .replace("\"0s\"", "\"1s\"");
+    assert!(issues(&ok).is_empty(), "{:?}", issues(&ok));
+}
