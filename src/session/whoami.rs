@@ -86,6 +86,11 @@ impl WhoamiClient {
         &self.kept
     }
 
+    /// The whoami endpoint (derived from `kratos.public_url`).
+    pub fn url(&self) -> &reqwest::Url {
+        &self.url
+    }
+
     /// Asks Kratos about one credential.
     pub async fn whoami(&self, cred: &OwnedCredential) -> WhoamiAnswer {
         let started = Instant::now();
