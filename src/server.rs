@@ -117,6 +117,10 @@ fn exit_when_idle(shared: Arc<Shared>) {
             let deadline = std::time::Instant::now() + grace;
             while std::time::Instant::now() < deadline {
                 if shared.in_flight() == 0 {
+                    // purges still queued for the other replicas go out first (bounded)
+                    if let Some(fleet) = shared.fleet() {
+                        fleet.flush();
+                    }
                     tracing::info!("drained: no request in flight; exiting");
                     std::process::exit(0);
                 }
