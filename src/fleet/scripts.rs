@@ -26,26 +26,21 @@ redis.call('PEXPIRE', KEYS[3], ARGV[3])
 return 1
 ";
 
-/// Writes the tombstones of a purge, then deletes every shared value it covers and the index
-/// sets naming them. ARGV: prefix, now (Unix ms), tombstone PX, credential hex or '', session
+/// Deletes every shared value a purge covers and the index sets naming them, then writes the
+/// purge's tombstones. ARGV: prefix, now (Unix ms), tombstone PX, credential hex or '', session
 /// id or '', identity id or ''. A credential whose session was not named is looked up in its
 /// stored value (a logout ends the whole session). Returns how many values were deleted.
+///
+/// Deletes come first: on a Redis at `maxmemory` (`noeviction`) a script's first write is
+/// refused when it may grow memory, later ones are not, so the tombstones still get written.
+/// Nobody sees the order (a script is atomic).
 const PURGE: &str = r"
 local p, now, px = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local function tomb(k)
-  local old = tonumber(redis.call('GET', k))
-  if old and old > now then
-    redis.call('PEXPIRE', k, px)
-  else
-    redis.call('SET', k, now, 'PX', px)
-  end
-end
-local n = 0
+local dead = {}
 local sids = {}
 if ARGV[5] ~= '' then sids[#sids + 1] = ARGV[5] end
 if ARGV[4] ~= '' then
   local k = p .. 'session:' .. ARGV[4]
-  tomb(p .. 'tomb:key:' .. ARGV[4])
   if #sids == 0 then
     local raw = redis.call('GET', k)
     if raw then
@@ -55,22 +50,33 @@ if ARGV[4] ~= '' then
       end
     end
   end
-  n = n + redis.call('DEL', k)
+  dead[#dead + 1] = k
 end
 if ARGV[6] ~= '' then
   local k = p .. 'iid:' .. ARGV[6]
-  tomb(p .. 'tomb:iid:' .. ARGV[6])
   for _, sid in ipairs(redis.call('SMEMBERS', k)) do sids[#sids + 1] = sid end
-  redis.call('DEL', k)
+  dead[#dead + 1] = k
 end
 for _, sid in ipairs(sids) do
-  tomb(p .. 'tomb:sid:' .. sid)
   local set = p .. 'sid:' .. sid
   for _, hex in ipairs(redis.call('SMEMBERS', set)) do
-    n = n + redis.call('DEL', p .. 'session:' .. hex)
+    dead[#dead + 1] = p .. 'session:' .. hex
   end
-  redis.call('DEL', set)
+  dead[#dead + 1] = set
 end
+local n = 0
+for _, k in ipairs(dead) do n = n + redis.call('DEL', k) end
+local function tomb(k)
+  local old = tonumber(redis.call('GET', k))
+  if old and old > now then
+    redis.call('PEXPIRE', k, px)
+  else
+    redis.call('SET', k, now, 'PX', px)
+  end
+end
+if ARGV[4] ~= '' then tomb(p .. 'tomb:key:' .. ARGV[4]) end
+if ARGV[6] ~= '' then tomb(p .. 'tomb:iid:' .. ARGV[6]) end
+for _, sid in ipairs(sids) do tomb(p .. 'tomb:sid:' .. sid) end
 return n
 ";
 
