@@ -71,7 +71,10 @@ impl Admin {
         let token = rt.config.admin.purge_token.as_ref();
         let mut body = Vec::new();
         let mut too_large = false;
-        if token.is_some() && method == "POST" {
+        // the body is read only for an authorized POST: a 401 costs no body read
+        let authorized =
+            token.is_some_and(|t| crate::fleet::api::authorized(t, authorization.as_deref()));
+        if authorized && method == "POST" {
             loop {
                 match session.read_request_body().await {
                     Ok(Some(chunk)) => {

@@ -99,11 +99,18 @@ impl Template {
             Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
             other => std::borrow::Cow::Owned(serde_json::to_string(other).ok()?),
         };
-        if text.bytes().any(|b| b.is_ascii_control()) {
-            return None;
-        }
-        HeaderValue::from_bytes(text.as_bytes()).ok()
+        header_value(&text)
     }
+}
+
+/// `text` as an identity header value: `None` when it holds a control character (tab included),
+/// which is never sent. Every identity header value passes here: rendered from a whoami answer or
+/// read back from the shared cache.
+pub fn header_value(text: &str) -> Option<HeaderValue> {
+    if text.bytes().any(|b| b.is_ascii_control()) {
+        return None;
+    }
+    HeaderValue::from_bytes(text.as_bytes()).ok()
 }
 
 /// Validates a configured identity header name.

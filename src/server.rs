@@ -132,6 +132,10 @@ fn exit_when_idle(shared: Arc<Shared>) {
             let deadline = std::time::Instant::now() + grace;
             while std::time::Instant::now() < deadline {
                 if shared.in_flight() == 0 {
+                    // purges still queued for the other replicas go out first (bounded)
+                    if let Some(fleet) = shared.fleet() {
+                        fleet.flush();
+                    }
                     // every request's span has ended: send what the exporter still queues
                     shared.runtime().tracing.force_flush();
                     tracing::info!("drained: no request in flight; exiting");

@@ -197,7 +197,6 @@ impl Shared {
             let fleet = Fleet::start(
                 cfg,
                 rt.config.cache.max_ttl,
-                &rt.config.session_paths,
                 &shared.metrics,
                 Arc::downgrade(&shared),
             )?;
@@ -222,14 +221,22 @@ impl Shared {
         let current = self.runtime.load_full();
         let access_log = config.log.access_log;
         let next = Runtime::build(config, &self.metrics, Some(&current))?;
-        if let Some(fleet) = self.fleet.get() {
-            if next.config.shared_cache != current.config.shared_cache {
+        match (self.fleet.get(), &next.config.shared_cache) {
+            (None, Some(_)) => tracing::warn!(
+                "cache.shared was added: it needs a restart; this replica stays local-only until then"
+            ),
+            (Some(_), None) => tracing::warn!(
+                "cache.shared was removed: it needs a restart; this replica stays in the fleet until then"
+            ),
+            (Some(_), Some(_)) if next.config.shared_cache != current.config.shared_cache => {
                 tracing::warn!(
-                    "cache.shared changed: the new settings take effect at the next restart"
+                    "cache.shared changed: it needs a restart; the settings of the start stay in effect"
                 );
             }
-            fleet.set_paths(&next.config.session_paths);
-            // a store reused from `current` has it already
+            _ => {}
+        }
+        if let Some(fleet) = self.fleet.get() {
+            // a store reused from `current` has it already; a new one brings its own scope
             next.store.attach_shared(fleet.clone());
         }
         self.runtime.store(Arc::new(next));

@@ -27,14 +27,33 @@ pub const MAX_BODY: usize = 16 * 1024;
 pub const PATH: &str = "/cache/purge";
 
 /// What to purge.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum PurgeRequest {
     /// Every credential of one Kratos session.
     SessionId(String),
     /// Every session of one Kratos identity.
     IdentityId(String),
     /// One credential (a session token also as `Authorization: Bearer`) and its session.
-    Credential { kind: CredentialKind, value: String },
+    Credential {
+        /// How the credential is presented (`token` or `cookie`).
+        kind: CredentialKind,
+        /// The credential itself: never logged (`Debug` redacts it).
+        value: String,
+    },
+}
+
+impl std::fmt::Debug for PurgeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PurgeRequest::SessionId(s) => f.debug_tuple("SessionId").field(s).finish(),
+            PurgeRequest::IdentityId(i) => f.debug_tuple("IdentityId").field(i).finish(),
+            PurgeRequest::Credential { kind, .. } => f
+                .debug_struct("Credential")
+                .field("kind", kind)
+                .field("value", &"<redacted>")
+                .finish(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -228,5 +247,12 @@ mod tests {
         // the 400 message never echoes the body
         let err = parse(br#"{"credential":{"kind":"x","value":"secret-token"}}"#);
         assert!(!format!("{err:?}").contains("secret-token"));
+        // nor does a parsed request's Debug
+        let ok = parse(br#"{"credential":{"kind":"token","value":"secret-token"}}"#);
+        let shown = format!("{ok:?}");
+        assert!(
+            !shown.contains("secret-token") && shown.contains("<redacted>"),
+            "{shown}"
+        );
     }
 }

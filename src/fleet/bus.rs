@@ -35,12 +35,17 @@ pub fn channel(prefix: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PurgeMessage {
+    /// The format version (1).
     pub v: u8,
+    /// The publishing replica's random id (16 hex digits).
     pub origin: String,
+    /// A credential's SHA-256 cache key, 64 hex digits (never the credential).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
+    /// A Kratos session id: every credential of the session is purged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    /// A Kratos identity id: every session of the identity is purged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_id: Option<String>,
 }

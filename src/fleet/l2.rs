@@ -8,31 +8,51 @@
 //! | `session:<sha256 hex>` | string | [`SharedValue`] JSON of one credential's session | at the session's deadline (`PX`) |
 //! | `sid:<session id>` | set | the hex keys of the session's credentials | `cache.max_ttl` after the last write |
 //! | `iid:<identity id>` | set | the identity's session ids | `cache.max_ttl` after the last write |
+//! | `tomb:key:<sha256 hex>`, `tomb:sid:<session id>`, `tomb:iid:<identity id>` | string | the Unix ms of the last purge of it | [`tombstone_ttl`] after the purge |
+//!
+//! Both writers are single Lua scripts (`super::scripts`), so they never interleave: a purge
+//! writes its tombstones, then deletes what the indexes name; a write checks the tombstones of
+//! its credential, session and identity and stores nothing when one was recorded at or after the
+//! moment its whoami call started (less [`CLOCK_SKEW`]): an answer Kratos gave before a
+//! revocation cannot land in Redis after the purge that followed it, on any replica.
 //!
 //! The key is the credential's cache key (SHA-256 of kind and value), never the credential. The
 //! value holds only what identity headers need (ids, AAL, `expires_at`, the rendered header
 //! values) and the deadline the validating replica computed (min of `max_ttl`, `expires_at`,
 //! `Ory-Session-Cache-For`); a reader never keeps it longer. A value that does not parse, was
 //! written for other identity header templates (`paths` fingerprint), or is past its deadline is
-//! ignored.
+//! ignored, and so is one whose deadline is further away than the reader's own `cache.max_ttl`,
+//! or whose session has expired.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::bus::hex;
 use crate::config::Aal;
 use crate::credential::CacheKey;
-use crate::identity::Template;
-use crate::session::shared::SharedSession;
+use crate::identity::header_value;
+use crate::session::shared::{Scope, SharedSession};
 use crate::session::Session;
 
 /// The largest value read; a projected session is a few hundred bytes.
 pub const MAX_VALUE: usize = 64 * 1024;
 
 const VERSION: u8 = 1;
+
+/// How far apart the replicas' clocks may be: a write is dropped when a purge of its session was
+/// recorded up to this long *before* its whoami call started (the purging replica's clock may be
+/// behind). Dropping costs a shared copy, never correctness.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(1);
+
+/// How long tombstones outlive `cache.max_ttl` (the longest a value written is kept).
+pub const TOMBSTONE_MARGIN: Duration = Duration::from_secs(30);
+
+/// How long a tombstone lives: longer than any whoami call and queued write that it must stop.
+pub fn tombstone_ttl(max_ttl: Duration) -> Duration {
+    max_ttl + TOMBSTONE_MARGIN
+}
 
 /// The key of a credential's shared session.
 pub fn session_key(prefix: &str, key: &CacheKey) -> String {
@@ -49,21 +69,22 @@ pub fn iid_key(prefix: &str, identity_id: &str) -> String {
     format!("{prefix}iid:{identity_id}")
 }
 
-/// A fingerprint of the session paths identity headers read (`Config::session_paths`): values are
-/// rendered per path, so replicas with other templates must not read each other's values.
-pub fn paths_fingerprint(paths: &[Template]) -> String {
-    let digest = Sha256::digest(format!("{paths:?}").as_bytes());
-    hex(&digest[..8])
+/// The tombstone key of a credential (`kind` `key`), a session (`sid`) or an identity (`iid`).
+pub fn tomb_key(prefix: &str, kind: &str, id: &str) -> String {
+    format!("{prefix}tomb:{kind}:{id}")
 }
 
 /// What is stored for one credential.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SharedValue {
+    /// The format version (1).
     pub v: u8,
-    /// [`paths_fingerprint`] of the writer.
+    /// The writer's scope fingerprint ([`Scope`]: format, Kratos, session paths).
     pub paths: String,
+    /// The Kratos session id.
     pub session_id: String,
+    /// The Kratos identity id.
     pub identity_id: String,
     /// 1, 2 or 3.
     pub aal: u8,
@@ -75,7 +96,8 @@ pub struct SharedValue {
     pub values: Vec<Option<String>>,
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
+/// `t` in Unix milliseconds (0 before the epoch).
+pub fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
@@ -118,15 +140,16 @@ impl SharedValue {
         Duration::from_millis(left.max(1))
     }
 
-    /// Reads a stored value as a session for templates of fingerprint `paths` with `slots`
-    /// session paths, at `now`. `Err(())` for a value that does not parse (counted by the
-    /// caller); `Ok(None)` for one that is well-formed but not usable here (other templates,
-    /// past its deadline).
+    /// Reads a stored value as a session of `scope`, at `now`, for a reader whose own
+    /// `cache.max_ttl` is `max_ttl`. `Err(())` for a value that does not parse or carries a header
+    /// value no rendered one could have (counted by the caller); `Ok(None)` for one that is
+    /// well-formed but not usable here (another scope, past its deadline or its session's
+    /// `expires_at`, or a deadline further than `max_ttl` away).
     #[allow(clippy::result_unit_err)]
     pub fn decode(
         bytes: &[u8],
-        paths: &str,
-        slots: usize,
+        scope: &Scope,
+        max_ttl: Duration,
         now: SystemTime,
     ) -> Result<Option<SharedSession>, ()> {
         if bytes.len() > MAX_VALUE {
@@ -136,14 +159,21 @@ impl SharedValue {
         if v.v != VERSION || !(1..=3).contains(&v.aal) || v.session_id.is_empty() {
             return Err(());
         }
-        if v.paths != paths || v.values.len() != slots || v.until_ms <= unix_ms(now) {
+        let now_ms = unix_ms(now);
+        let latest = now_ms.saturating_add(u64::try_from(max_ttl.as_millis()).unwrap_or(u64::MAX));
+        if v.paths != scope.fingerprint
+            || v.values.len() != scope.slots
+            || v.until_ms <= now_ms
+            || v.until_ms > latest
+            || v.expires_at_ms.is_some_and(|e| e <= now_ms)
+        {
             return Ok(None);
         }
-        let mut values = Vec::with_capacity(v.values.len());
+        let mut values: Vec<Option<HeaderValue>> = Vec::with_capacity(v.values.len());
         for s in &v.values {
             values.push(match s {
                 None => None,
-                Some(s) => Some(HeaderValue::from_str(s).map_err(|_| ())?),
+                Some(s) => Some(header_value(s).ok_or(())?),
             });
         }
         Ok(Some(SharedSession {
@@ -165,6 +195,15 @@ impl SharedValue {
 mod tests {
     use super::*;
 
+    const MAX_TTL: Duration = Duration::from_secs(300);
+
+    fn scope(fingerprint: &str, slots: usize) -> Scope {
+        Scope {
+            fingerprint: fingerprint.to_string(),
+            slots,
+        }
+    }
+
     fn session() -> Session {
         Session {
             id: "s1".into(),
@@ -182,7 +221,7 @@ mod tests {
         let v = SharedValue::of(&session(), until, "fp").expect("utf-8");
         let text = v.encode();
         assert!(!text.contains("token"), "{text}");
-        let back = SharedValue::decode(text.as_bytes(), "fp", 2, now)
+        let back = SharedValue::decode(text.as_bytes(), &scope("fp", 2), MAX_TTL, now)
             .expect("parses")
             .expect("usable");
         assert_eq!(back.session.id, "s1");
@@ -202,16 +241,16 @@ mod tests {
         let text = v.encode();
         // other templates, other slot count, past the deadline: well-formed, not used
         assert!(matches!(
-            SharedValue::decode(text.as_bytes(), "other", 2, now),
+            SharedValue::decode(text.as_bytes(), &scope("other", 2), MAX_TTL, now),
             Ok(None)
         ));
         assert!(matches!(
-            SharedValue::decode(text.as_bytes(), "fp", 3, now),
+            SharedValue::decode(text.as_bytes(), &scope("fp", 3), MAX_TTL, now),
             Ok(None)
         ));
         let later = now + Duration::from_secs(6);
         assert!(matches!(
-            SharedValue::decode(text.as_bytes(), "fp", 2, later),
+            SharedValue::decode(text.as_bytes(), &scope("fp", 2), MAX_TTL, later),
             Ok(None)
         ));
         for bad in [
@@ -219,12 +258,31 @@ mod tests {
             text.replace("\"v\":1", "\"v\":9"),
             text.replace("\"aal\":2", "\"aal\":7"),
             text.replace("\"values\":[\"i1\",null]", "\"values\":[\"a\\nb\",null]"),
+            // a tab passes `HeaderValue` but never the renderer
+            text.replace("\"values\":[\"i1\",null]", "\"values\":[\"a\\tb\",null]"),
             text.replace("\"paths\"", "\"extra\":1,\"paths\""),
         ] {
             assert!(
-                SharedValue::decode(bad.as_bytes(), "fp", 2, now).is_err(),
+                SharedValue::decode(bad.as_bytes(), &scope("fp", 2), MAX_TTL, now).is_err(),
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn deadlines_beyond_the_readers_max_ttl_and_expired_sessions_are_not_used() {
+        let now = SystemTime::now();
+        let far = SharedValue::of(&session(), now + MAX_TTL * 2, "fp").expect("v");
+        assert!(matches!(
+            SharedValue::decode(far.encode().as_bytes(), &scope("fp", 2), MAX_TTL, now),
+            Ok(None)
+        ));
+        let mut expired = session();
+        expired.expires_at = Some(now - Duration::from_secs(1));
+        let v = SharedValue::of(&expired, now + Duration::from_secs(5), "fp").expect("v");
+        assert!(matches!(
+            SharedValue::decode(v.encode().as_bytes(), &scope("fp", 2), MAX_TTL, now),
+            Ok(None)
+        ));
     }
 }

@@ -11,27 +11,32 @@
 //!
 //! Every Redis call is bounded by `cache.shared.timeout`; failures are counted by op and make
 //! the link degraded until the health loop's next successful `PING` (every 500 ms). A purge that
-//! could not be published is kept (up to [`PENDING`]) and published again once Redis answers.
+//! could not be published (or whose L2 part failed) is kept (up to [`PENDING`]; beyond that the
+//! oldest is dropped, counted as `op="pending_dropped"` and warned about once) and performed
+//! again once Redis answers. At most [`IN_FLIGHT`] jobs run at once: beyond that a lookup or a
+//! write is dropped (counted as `op="queue"`) and a purge is kept for later like a failed one.
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 use super::bus::{self, PurgeMessage};
-use super::l2::{self, SharedValue};
+use super::l2;
 use super::metrics::{FleetMetrics, Op};
-use super::{Health, Job};
+use super::{scripts, Health, Job};
 use crate::config::{SharedCacheConfig, SharedCacheMode};
 use crate::state::Shared;
 
 /// Purges kept for publishing again while Redis does not answer.
 const PENDING: usize = 10_000;
+/// Jobs running at once on the fleet thread.
+const IN_FLIGHT: usize = 1_024;
 /// The time allowed to (re)connect a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -50,6 +55,8 @@ pub(super) struct Link {
     metrics: FleetMetrics,
     shared: Weak<Shared>,
     pending: Mutex<VecDeque<PurgeMessage>>,
+    /// Whether a dropped pending purge was warned about (once per process).
+    dropped_warned: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -76,6 +83,7 @@ impl Link {
             metrics,
             shared,
             pending: Mutex::new(VecDeque::new()),
+            dropped_warned: AtomicBool::new(false),
         }
     }
 
@@ -111,11 +119,39 @@ impl Link {
         let link = Arc::new(self);
         tokio::spawn(Arc::clone(&link).subscribe_loop());
         tokio::spawn(Arc::clone(&link).health_loop(conn.clone()));
+        let permits = Arc::new(Semaphore::new(IN_FLIGHT));
         while let Some(job) = jobs.recv().await {
+            if let Job::Flush(done) = job {
+                let (link, conn, permits) = (Arc::clone(&link), conn.clone(), Arc::clone(&permits));
+                tokio::spawn(async move { link.flush(conn, &permits, done).await });
+                continue;
+            }
+            let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                busy(&link, job);
+                continue;
+            };
             let link = Arc::clone(&link);
             let conn = conn.clone();
-            tokio::spawn(async move { link.work(conn, job).await });
+            tokio::spawn(async move {
+                link.work(conn, job).await;
+                drop(permit);
+            });
         }
+    }
+
+    /// Waits for every job running now, then performs the kept purges once; tells `done`.
+    async fn flush(
+        &self,
+        mut conn: ConnectionManager,
+        permits: &Semaphore,
+        done: std::sync::mpsc::Sender<()>,
+    ) {
+        let all = u32::try_from(IN_FLIGHT).unwrap_or(u32::MAX);
+        if let Ok(running) = permits.acquire_many(all).await {
+            drop(running);
+        }
+        self.retry_pending(&mut conn).await;
+        let _ = done.send(());
     }
 
     /// Runs one Redis call bounded by `timeout`, measuring it; `None` (counted, and the link
@@ -148,6 +184,22 @@ impl Link {
         self.health.commands_ok.store(false, Ordering::Relaxed);
     }
 
+    /// Keeps a purge for publishing again, dropping (and counting) the oldest when full.
+    fn keep(&self, message: PurgeMessage) {
+        let mut pending = lock(&self.pending);
+        if pending.len() >= PENDING {
+            pending.pop_front();
+            self.metrics.error(Op::PendingDropped);
+            if !self.dropped_warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    kept = PENDING,
+                    "fleet: too many purges waiting for Redis; the oldest are dropped (the other replicas keep those sessions at most cache.max_ttl)"
+                );
+            }
+        }
+        pending.push_back(message);
+    }
+
     async fn work(&self, mut conn: ConnectionManager, job: Job) {
         let t = self.cfg.timeout;
         match job {
@@ -173,56 +225,59 @@ impl Link {
                 };
                 let _ = reply.send(value);
             }
-            Job::Remember { key, value } => {
-                let prefix = &self.cfg.key_prefix;
-                let hex = bus::hex(&key.0);
-                let ttl_ms = u64::try_from(value.ttl(SystemTime::now()).as_millis()).unwrap_or(1);
-                let set_ms = u64::try_from(self.max_ttl.as_millis())
-                    .unwrap_or(u64::MAX)
-                    .max(ttl_ms);
-                let sid = l2::sid_key(prefix, &value.session_id);
-                let iid = l2::iid_key(prefix, &value.identity_id);
-                let mut pipe = redis::pipe();
-                pipe.cmd("SET")
-                    .arg(l2::session_key(prefix, &key))
-                    .arg(value.encode())
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .ignore()
-                    .cmd("SADD")
-                    .arg(&sid)
-                    .arg(&hex)
-                    .ignore()
-                    .cmd("PEXPIRE")
-                    .arg(&sid)
-                    .arg(set_ms)
-                    .ignore()
-                    .cmd("SADD")
-                    .arg(&iid)
-                    .arg(&value.session_id)
-                    .ignore()
-                    .cmd("PEXPIRE")
-                    .arg(&iid)
-                    .arg(set_ms)
-                    .ignore();
-                self.call(Op::Put, t, pipe.query_async::<()>(&mut conn))
+            Job::Remember {
+                key,
+                value,
+                not_before_ms,
+            } => {
+                let script = scripts::remember(
+                    &self.cfg.key_prefix,
+                    &key,
+                    &value,
+                    not_before_ms,
+                    value.ttl(SystemTime::now()),
+                    self.max_ttl,
+                );
+                self.call(Op::Put, t, script.query_async::<i64>(&mut conn))
                     .await;
             }
-            Job::Publish(message) => self.publish(&mut conn, message).await,
+            Job::Publish(message) => {
+                if !self.publish(&mut conn, &message).await {
+                    self.keep(message);
+                }
+            }
+            // handled by the serve loop
+            Job::Flush(done) => {
+                let _ = done.send(());
+            }
         }
     }
 
-    /// Deletes what the purge covers from the L2 cache (first, so that no replica reads it back
-    /// after applying the purge), then publishes it.
-    async fn publish(&self, conn: &mut ConnectionManager, message: PurgeMessage) {
+    /// Performs the purge on the L2 cache (first, so that no replica reads it back after
+    /// applying the purge: tombstones, then deletes, in one script), then publishes it. `false`
+    /// when either failed (the caller keeps the purge to perform it again).
+    async fn publish(&self, conn: &mut ConnectionManager, message: &PurgeMessage) -> bool {
+        let t = self.cfg.timeout;
         if self.cfg.mode == SharedCacheMode::PurgeAndCache {
-            self.delete_shared(conn, &message).await;
+            let script = scripts::purge(
+                &self.cfg.key_prefix,
+                message,
+                l2::unix_ms(SystemTime::now()),
+                l2::tombstone_ttl(self.max_ttl),
+            );
+            if self
+                .call(Op::Purge, t, script.query_async::<i64>(conn))
+                .await
+                .is_none()
+            {
+                return false;
+            }
         }
         let text = message.encode();
         let sent = self
             .call(
                 Op::Publish,
-                self.cfg.timeout,
+                t,
                 redis::cmd("PUBLISH")
                     .arg(&self.channel)
                     .arg(&text)
@@ -231,84 +286,20 @@ impl Link {
             .await;
         if sent.is_some() {
             self.metrics.purge("sent");
-        } else {
-            let mut pending = lock(&self.pending);
-            if pending.len() >= PENDING {
-                pending.pop_front();
-            }
-            pending.push_back(message);
         }
+        sent.is_some()
     }
 
-    async fn delete_shared(&self, conn: &mut ConnectionManager, message: &PurgeMessage) {
-        let prefix = &self.cfg.key_prefix;
-        let t = self.cfg.timeout;
-        let mut sessions: Vec<String> = message.session_id.iter().cloned().collect();
-        if let Some(key) = message.credential.as_deref().and_then(bus::unhex) {
-            let k = l2::session_key(prefix, &key);
-            if sessions.is_empty() {
-                // this replica did not know the session: the shared copy may
-                let raw = self
-                    .call(
-                        Op::Purge,
-                        t,
-                        redis::cmd("GET")
-                            .arg(&k)
-                            .query_async::<Option<Vec<u8>>>(conn),
-                    )
-                    .await
-                    .flatten();
-                if let Some(v) = raw.and_then(|b| serde_json::from_slice::<SharedValue>(&b).ok()) {
-                    sessions.push(v.session_id);
-                }
+    /// Performs the kept purges in order, stopping at the first failure (the rest stay kept).
+    async fn retry_pending(&self, conn: &mut ConnectionManager) {
+        loop {
+            let Some(message) = lock(&self.pending).pop_front() else {
+                return;
+            };
+            if !self.publish(conn, &message).await {
+                lock(&self.pending).push_front(message);
+                return;
             }
-            self.call(
-                Op::Purge,
-                t,
-                redis::cmd("DEL").arg(&k).query_async::<i64>(conn),
-            )
-            .await;
-        }
-        if let Some(iid) = &message.identity_id {
-            let k = l2::iid_key(prefix, iid);
-            let members = self
-                .call(
-                    Op::Purge,
-                    t,
-                    redis::cmd("SMEMBERS")
-                        .arg(&k)
-                        .query_async::<Vec<String>>(conn),
-                )
-                .await
-                .unwrap_or_default();
-            sessions.extend(members);
-            self.call(
-                Op::Purge,
-                t,
-                redis::cmd("DEL").arg(&k).query_async::<i64>(conn),
-            )
-            .await;
-        }
-        for sid in sessions {
-            let set = l2::sid_key(prefix, &sid);
-            let members = self
-                .call(
-                    Op::Purge,
-                    t,
-                    redis::cmd("SMEMBERS")
-                        .arg(&set)
-                        .query_async::<Vec<String>>(conn),
-                )
-                .await
-                .unwrap_or_default();
-            let mut del = redis::cmd("DEL");
-            del.arg(&set);
-            for hex in members {
-                if let Some(key) = bus::unhex(&hex) {
-                    del.arg(l2::session_key(prefix, &key));
-                }
-            }
-            self.call(Op::Purge, t, del.query_async::<i64>(conn)).await;
         }
     }
 
@@ -337,10 +328,7 @@ impl Link {
             if !was_ok {
                 tracing::info!("fleet: Redis answers again");
             }
-            let retry: Vec<PurgeMessage> = lock(&self.pending).drain(..).collect();
-            for message in retry {
-                self.publish(&mut conn, message).await;
-            }
+            self.retry_pending(&mut conn).await;
         }
     }
 
@@ -440,5 +428,14 @@ impl Link {
         }
         self.metrics.purge("received");
         tracing::debug!(removed, "fleet: purge from another replica applied");
+    }
+}
+
+/// No job slot free: a purge is kept for later, anything else dropped (a lookup's waiter then
+/// counts it as skipped); counted as `op="queue"`.
+fn busy(link: &Link, job: Job) {
+    link.metrics.error(Op::Queue);
+    if let Job::Publish(message) = job {
+        link.keep(message);
     }
 }

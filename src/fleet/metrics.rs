@@ -16,11 +16,11 @@ const REDIS_BUCKETS: &[f64] = &[
 pub enum Op {
     /// `GET` of a shared session.
     Get,
-    /// `SET` of a shared session and its index entries.
+    /// Storing a shared session and its index entries (one script, checking tombstones).
     Put,
     /// `PUBLISH` of a purge.
     Publish,
-    /// Deleting shared sessions for a purge.
+    /// Writing a purge's tombstones and deleting the shared sessions it covers (one script).
     Purge,
     /// Subscribing to the purge channel (connecting included), or losing the subscription.
     Subscribe,
@@ -28,8 +28,11 @@ pub enum Op {
     Ping,
     /// A value or message from Redis that does not parse (ignored).
     Decode,
-    /// Work dropped because the fleet's queue was full.
+    /// Work dropped because the fleet's queue was full or too much work was in flight.
     Queue,
+    /// A purge that could not be published dropped from the retry list (full): the other
+    /// replicas will not hear of it (their copies live at most `cache.max_ttl`).
+    PendingDropped,
 }
 
 impl Op {
@@ -44,6 +47,7 @@ impl Op {
             Op::Ping => "ping",
             Op::Decode => "decode",
             Op::Queue => "queue",
+            Op::PendingDropped => "pending_dropped",
         }
     }
 }
@@ -74,7 +78,7 @@ impl FleetMetrics {
         let lookups = IntCounterVec::new(
             Opts::new(
                 "sessiongate_shared_cache_lookups_total",
-                "Shared (L2) cache lookups, by result (hit, miss, skipped while degraded).",
+                "Shared (L2) cache lookups, by result (hit, miss, skipped: degraded or the fleet's queue full).",
             ),
             &["result"],
         )?;

@@ -23,12 +23,12 @@ pub mod bus;
 pub mod l2;
 mod link;
 pub mod metrics;
+mod scripts;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
@@ -37,10 +37,8 @@ use self::l2::SharedValue;
 use self::metrics::{FleetMetrics, Op};
 use crate::config::{SharedCacheConfig, SharedCacheMode};
 use crate::credential::CacheKey;
-use crate::identity::Template;
 use crate::metrics::Metrics;
-use crate::session::shared::{Purge, SharedSession, SharedTier};
-use crate::session::Session;
+use crate::session::shared::{Purge, Scope, Share, SharedSession, SharedTier};
 use crate::state::Shared;
 
 /// Work queued for the fleet thread; beyond this many items, work is dropped (and counted).
@@ -64,13 +62,20 @@ pub enum FleetError {
 pub(crate) enum Job {
     /// Delete the purged shared sessions (L2 mode), then publish the message.
     Publish(PurgeMessage),
-    /// Store a shared session.
-    Remember { key: CacheKey, value: SharedValue },
+    /// Store a shared session, unless a purge of its credential, session or identity was
+    /// recorded at or after `not_before_ms` (Unix ms).
+    Remember {
+        key: CacheKey,
+        value: SharedValue,
+        not_before_ms: u64,
+    },
     /// Read a shared session's raw value.
     Lookup {
         key: CacheKey,
         reply: oneshot::Sender<Option<Vec<u8>>>,
     },
+    /// Finish the work queued before this and the kept purges, then answer (at shutdown).
+    Flush(std::sync::mpsc::Sender<()>),
 }
 
 /// What the health of the Redis side is, as the admin listener reports it.
@@ -82,18 +87,12 @@ pub(crate) struct Health {
     pub commands_ok: AtomicBool,
 }
 
-/// The session paths of the running configuration, as the L2 values need them.
-struct Paths {
-    fingerprint: String,
-    slots: usize,
-}
-
 /// The fleet handle: see the module docs.
 pub struct Fleet {
     mode: SharedCacheMode,
     timeout: Duration,
     origin: String,
-    paths: ArcSwap<Paths>,
+    max_ttl: Duration,
     jobs: mpsc::Sender<Job>,
     health: Arc<Health>,
     metrics: FleetMetrics,
@@ -102,8 +101,7 @@ pub struct Fleet {
 impl Fleet {
     /// Starts the fleet thread for `cfg`: it connects (in the background, retrying with backoff),
     /// subscribes to the purge channel and applies received purges to `shared`'s current store.
-    /// `max_ttl` bounds the lifetime of L2 index sets; `paths` are the session paths of the
-    /// running configuration.
+    /// `max_ttl` bounds the lifetime of L2 index sets and tombstones, and of any value read.
     ///
     /// # Errors
     /// When the Redis client refuses the URL, a metric cannot be registered or the thread cannot
@@ -111,7 +109,6 @@ impl Fleet {
     pub fn start(
         cfg: &SharedCacheConfig,
         max_ttl: Duration,
-        paths: &[Template],
         metrics: &Metrics,
         shared: Weak<Shared>,
     ) -> Result<Arc<Fleet>, FleetError> {
@@ -137,16 +134,11 @@ impl Fleet {
             mode: cfg.mode,
             timeout: cfg.timeout,
             origin,
-            paths: ArcSwap::from_pointee(paths_of(paths)),
+            max_ttl,
             jobs: tx,
             health,
             metrics,
         }))
-    }
-
-    /// The session paths changed (a reload): L2 values written for other paths are not read.
-    pub fn set_paths(&self, paths: &[Template]) {
-        self.paths.store(Arc::new(paths_of(paths)));
     }
 
     /// `ok` (subscribed to the purge channel and the command connection answers) or `degraded`.
@@ -157,6 +149,20 @@ impl Fleet {
         } else {
             "degraded"
         }
+    }
+
+    /// Performs the work queued so far (purges to publish above all) and the purges kept while
+    /// Redis did not answer, waiting at most twice `cache.shared.timeout` plus 100 ms; for the
+    /// process's exit. Blocks the calling thread (never call it from an async task). `true` when
+    /// everything was done in time.
+    pub fn flush(&self) -> bool {
+        let (done, finished) = std::sync::mpsc::channel();
+        if self.jobs.try_send(Job::Flush(done)).is_err() {
+            return false;
+        }
+        finished
+            .recv_timeout(self.timeout * 2 + Duration::from_millis(100))
+            .is_ok()
     }
 
     /// This replica's id in purge messages.
@@ -173,20 +179,13 @@ impl Fleet {
     }
 }
 
-fn paths_of(paths: &[Template]) -> Paths {
-    Paths {
-        fingerprint: l2::paths_fingerprint(paths),
-        slots: paths.len(),
-    }
-}
-
 #[async_trait]
 impl SharedTier for Fleet {
     fn purged(&self, purge: Purge<'_>) {
         self.queue(Job::Publish(PurgeMessage::of(&self.origin, purge)));
     }
 
-    async fn lookup(&self, key: &CacheKey) -> Option<SharedSession> {
+    async fn lookup(&self, key: &CacheKey, scope: &Scope) -> Option<SharedSession> {
         if self.mode != SharedCacheMode::PurgeAndCache {
             return None;
         }
@@ -196,6 +195,7 @@ impl SharedTier for Fleet {
         }
         let (reply, answer) = oneshot::channel();
         if !self.queue(Job::Lookup { key: *key, reply }) {
+            self.metrics.lookup("skipped");
             return None;
         }
         let bytes = match tokio::time::timeout(self.timeout, answer).await {
@@ -204,9 +204,9 @@ impl SharedTier for Fleet {
                 self.metrics.lookup("miss");
                 return None;
             }
-            // Redis failed (the fleet thread counted it): a miss
+            // the fleet thread dropped the job (too much in flight; counted there): not asked
             Ok(Err(_)) => {
-                self.metrics.lookup("miss");
+                self.metrics.lookup("skipped");
                 return None;
             }
             // slower than `timeout`: given up, counted here; lookups are skipped until the
@@ -218,8 +218,7 @@ impl SharedTier for Fleet {
                 return None;
             }
         };
-        let paths = self.paths.load();
-        match SharedValue::decode(&bytes, &paths.fingerprint, paths.slots, SystemTime::now()) {
+        match SharedValue::decode(&bytes, scope, self.max_ttl, SystemTime::now()) {
             Ok(Some(found)) => {
                 self.metrics.lookup("hit");
                 Some(found)
@@ -236,15 +235,26 @@ impl SharedTier for Fleet {
         }
     }
 
-    fn remember(&self, key: &CacheKey, session: &Arc<Session>, until: SystemTime) {
+    fn remember(&self, share: Share<'_>) {
         if self.mode != SharedCacheMode::PurgeAndCache
             || !self.health.commands_ok.load(Ordering::Relaxed)
         {
             return;
         }
-        let fingerprint = self.paths.load().fingerprint.clone();
-        if let Some(value) = SharedValue::of(session, until, &fingerprint) {
-            self.queue(Job::Remember { key: *key, value });
-        }
+        let Some(value) = SharedValue::of(share.session, share.until, &share.scope.fingerprint)
+        else {
+            return;
+        };
+        // conservative: a purge recorded up to CLOCK_SKEW before the call started (by a replica
+        // whose clock is ahead) still keeps the value out
+        let not_before = share
+            .started
+            .checked_sub(l2::CLOCK_SKEW)
+            .unwrap_or(UNIX_EPOCH);
+        self.queue(Job::Remember {
+            key: *share.key,
+            value,
+            not_before_ms: l2::unix_ms(not_before),
+        });
     }
 }

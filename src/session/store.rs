@@ -31,11 +31,13 @@ use tokio::sync::watch;
 
 use super::index::Index;
 use super::purger::Purger;
-use super::shared::{Purge, SharedTier};
+use super::shared::{Purge, Scope, SharedTier};
 use super::whoami::{WhoamiAnswer, WhoamiClient};
 use super::{Resolution, Session, SessionEvents, UnavailableReason};
 use crate::config::CacheConfig;
 use crate::credential::{CacheKey, Credential};
+
+mod tier;
 
 /// How a lookup was answered; the `result` label of `sessiongate_cache_lookups_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +128,8 @@ struct Call {
     key: CacheKey,
     cacheable: bool,
     started: Instant,
+    /// The same moment on the wall clock (compared with purges of other replicas).
+    started_at: SystemTime,
     /// The receiver registered in the in-flight map, to tell whether the call is still attached.
     channel: Waiter,
 }
@@ -141,6 +145,8 @@ pub struct SessionStore {
     events: Arc<dyn SessionEvents>,
     /// The fleet's shared tier, attached once by the runtime when `[cache.shared]` is set.
     shared: OnceLock<Arc<dyn SharedTier>>,
+    /// What this store's shared values are valid for (its Kratos and session paths).
+    scope: Scope,
 }
 
 /// Tombstones outlive the longest whoami call by this much.
@@ -168,6 +174,7 @@ impl SessionStore {
             .expire_after(Deadline)
             .build();
         let index = Index::new(client.timeout() + TOMBSTONE_MARGIN);
+        let scope = Scope::of(client.url().as_str(), client.kept());
         Arc::new(SessionStore {
             cache,
             stale,
@@ -177,12 +184,8 @@ impl SessionStore {
             cfg,
             events,
             shared: OnceLock::new(),
+            scope,
         })
-    }
-
-    /// Attaches the shared tier (once; a second call is ignored and returns `false`).
-    pub fn attach_shared(&self, tier: Arc<dyn SharedTier>) -> bool {
-        self.shared.set(tier).is_ok()
     }
 
     /// Resolves a credential: from the cache, by joining a whoami call in flight, or by starting one.
@@ -211,6 +214,7 @@ impl SessionStore {
                         key,
                         cacheable: cred.cacheable(),
                         started: Instant::now(),
+                        started_at: SystemTime::now(),
                         channel: rx.clone(),
                     };
                     // The call's span is a child of this (the first) caller's request span.
@@ -329,12 +333,6 @@ impl SessionStore {
         self.detach_and_invalidate(&mut inflight, keys)
     }
 
-    fn tell_shared(&self, purge: Purge<'_>) {
-        if let Some(tier) = self.shared.get() {
-            tier.purged(purge);
-        }
-    }
-
     /// Detaches the calls in flight for `keys` (their answers are not cached; later requests do not
     /// join them) and removes their entries. Runs under the in-flight lock, which `finish` holds
     /// while it decides and inserts, so no answer of a detached call is inserted after this.
@@ -351,26 +349,6 @@ impl SessionStore {
             self.stale.invalidate(k);
         }
         removed
-    }
-
-    /// The shared tier's copy of a call's session, as a whoami answer whose `cache_for` is what is
-    /// left of the shared deadline (so the local entry never outlives it). `None` without a tier,
-    /// for answers that may not be cached, and on a shared miss.
-    async fn shared_lookup(&self, call: &Call) -> Option<WhoamiAnswer> {
-        let tier = self.shared.get()?;
-        if !call.cacheable {
-            return None;
-        }
-        let found = tier.lookup(&call.key).await?;
-        let left = found.until.duration_since(SystemTime::now()).ok()?;
-        Some(WhoamiAnswer {
-            resolution: Resolution::Valid {
-                session: Arc::new(found.session),
-                set_cookie: Vec::new(),
-                stale: false,
-            },
-            cache_for: Some(left),
-        })
     }
 
     /// Number of cached entries (approximate, as moka counts).
@@ -430,7 +408,7 @@ impl SessionStore {
                 if let Some(entry) = self.cacheable(&answer) {
                     self.index_session(call.key, &answer);
                     if !from_shared {
-                        self.share(&call.key, &entry);
+                        self.share(&call, &entry);
                     }
                     self.cache.insert(call.key, entry);
                 }
@@ -447,15 +425,6 @@ impl SessionStore {
         }
         // Nobody waiting (every client went away) is fine: the answer is cached where allowed.
         let _ = tx.send(Some(answer.resolution));
-    }
-
-    /// Gives a valid session just cached to the shared tier, with the same deadline.
-    fn share(&self, key: &CacheKey, entry: &Entry) {
-        let (Some(tier), Cached::Valid(session)) = (self.shared.get(), &entry.value) else {
-            return;
-        };
-        let left = entry.expires_at.saturating_duration_since(Instant::now());
-        tier.remember(key, session, SystemTime::now() + left);
     }
 
     fn purged_since(&self, answer: &WhoamiAnswer, started: Instant) -> bool {

@@ -88,6 +88,11 @@ impl WhoamiClient {
         &self.kept
     }
 
+    /// The whoami endpoint (derived from `kratos.public_url`).
+    pub fn url(&self) -> &reqwest::Url {
+        &self.url
+    }
+
     /// Asks Kratos about one credential, in a span that is a child of the current trace context's
     /// (`crate::telemetry`); the request carries it as `traceparent`.
     pub async fn whoami(&self, cred: &OwnedCredential) -> WhoamiAnswer {

@@ -113,8 +113,16 @@ impl Drop for Binary {
 /// share one target directory overwrite each other's `target/debug/sessiongate`; point this at
 /// the hashed copy in `target/debug/deps/` that `cargo build --message-format=json` names).
 pub fn bin_path() -> std::ffi::OsString {
-    std::env::var_os("SESSIONGATE_TEST_BIN")
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_sessiongate").into())
+    static SAID: std::sync::Once = std::sync::Once::new();
+    match std::env::var_os("SESSIONGATE_TEST_BIN") {
+        Some(path) => {
+            SAID.call_once(|| {
+                eprintln!("SESSIONGATE_TEST_BIN: testing {}", path.to_string_lossy())
+            });
+            path
+        }
+        None => env!("CARGO_BIN_EXE_sessiongate").into(),
+    }
 }
 
 pub fn with_listeners(body: &str, listen: &str, admin: &str) -> String {

@@ -15,6 +15,7 @@ use sessiongate::state::Shared;
 use tokio::sync::Notify;
 
 pub mod binary;
+pub mod fleet;
 pub mod redis_server;
 
 pub use sessiongate_testkit::{Behavior, EchoUpstream, KratosDouble, SessionSpec};
