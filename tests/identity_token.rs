@@ -107,45 +107,60 @@ identity_token = true
 /// Verifies a compact JWS against a JWKS, independently of the product; returns its header and
 /// claims. Panics on a bad signature or an unknown `kid`.
 fn verify(token: &str, jwks: &Value) -> (Value, Value) {
+    try_verify(token, jwks).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`verify`], saying why a token does not verify.
+fn try_verify(token: &str, jwks: &Value) -> Result<(Value, Value), String> {
     let parts: Vec<&str> = token.split('.').collect();
-    assert_eq!(parts.len(), 3, "compact JWS");
-    let decode = |s: &str| URL_SAFE_NO_PAD.decode(s).expect("base64url");
-    let header: Value = serde_json::from_slice(&decode(parts[0])).expect("header json");
-    let claims: Value = serde_json::from_slice(&decode(parts[1])).expect("claims json");
-    let signature = decode(parts[2]);
+    if parts.len() != 3 {
+        return Err("not a compact JWS".into());
+    }
+    let decode = |s: &str| {
+        URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|e| format!("base64url: {e}"))
+    };
+    let json = |b: Vec<u8>| serde_json::from_slice::<Value>(&b).map_err(|e| format!("json: {e}"));
+    let header = json(decode(parts[0])?)?;
+    let claims = json(decode(parts[1])?)?;
+    let signature = decode(parts[2])?;
     let signed = format!("{}.{}", parts[0], parts[1]);
-    let kid = header["kid"].as_str().expect("kid");
+    let kid = header["kid"].as_str().ok_or("no kid")?;
     let jwk = jwks["keys"]
         .as_array()
-        .expect("keys")
+        .ok_or("no keys")?
         .iter()
         .find(|k| k["kid"] == kid)
-        .unwrap_or_else(|| panic!("kid {kid} is not published"));
+        .ok_or_else(|| format!("kid {kid} is not published"))?;
+    let member = |m: &str| decode(jwk[m].as_str().unwrap_or_default());
     match header["alg"].as_str() {
         Some("ES256") => {
-            assert_eq!(jwk["kty"], "EC");
-            assert_eq!(jwk["crv"], "P-256");
+            assert_eq!((&jwk["kty"], &jwk["crv"]), (&"EC".into(), &"P-256".into()));
             let mut point = vec![4u8];
-            point.extend(decode(jwk["x"].as_str().expect("x")));
-            point.extend(decode(jwk["y"].as_str().expect("y")));
-            let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).expect("P-256 point");
-            let sig = p256::ecdsa::Signature::from_slice(&signature).expect("r||s");
+            point.extend(member("x")?);
+            point.extend(member("y")?);
+            let key =
+                p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).map_err(|e| e.to_string())?;
+            let sig = p256::ecdsa::Signature::from_slice(&signature).map_err(|e| e.to_string())?;
             key.verify(signed.as_bytes(), &sig)
-                .expect("ES256 signature verifies");
+                .map_err(|e| format!("ES256 signature: {e}"))?;
         }
         Some("EdDSA") => {
-            assert_eq!(jwk["kty"], "OKP");
-            assert_eq!(jwk["crv"], "Ed25519");
+            assert_eq!(
+                (&jwk["kty"], &jwk["crv"]),
+                (&"OKP".into(), &"Ed25519".into())
+            );
             let key =
-                ed25519_compact::PublicKey::from_slice(&decode(jwk["x"].as_str().expect("x")))
-                    .expect("ed25519 key");
-            let sig = ed25519_compact::Signature::from_slice(&signature).expect("signature");
+                ed25519_compact::PublicKey::from_slice(&member("x")?).map_err(|e| e.to_string())?;
+            let sig =
+                ed25519_compact::Signature::from_slice(&signature).map_err(|e| e.to_string())?;
             key.verify(signed.as_bytes(), &sig)
-                .expect("EdDSA signature verifies");
+                .map_err(|e| format!("EdDSA signature: {e}"))?;
         }
-        other => panic!("unexpected alg {other:?}"),
+        other => return Err(format!("unexpected alg {other:?}")),
     }
-    (header, claims)
+    Ok((header, claims))
 }
 
 async fn jwks(proxy: &TestProxy) -> (Value, String) {
@@ -246,6 +261,12 @@ async fn es256_token_verifies_with_the_published_jwks_and_carries_every_claim() 
     );
     assert!(exp > iat && exp + 5 >= expires_at);
     assert!(exp > now_secs(), "not expired on arrival");
+    // the verifier is not a rubber stamp: altered claims or another key's JWKS fail
+    let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
+    let mut forged = c.clone();
+    forged["sub"] = "someone-else".into();
+    parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).expect("json"));
+    assert!(try_verify(&parts.join("."), &keys).is_err());
 
     // the same session and route: the same token, not a new signature
     let again = token_upstream_got(&proxy, &upstream, "/orders/2", &auth).await;
@@ -350,6 +371,8 @@ async fn rotation_keeps_tokens_of_the_previous_key_verifiable_while_it_is_publis
         .as_array()
         .is_some_and(|k| k.iter().all(|k| k["kid"] != old_kid)));
     verify(&t_new, &last);
+    let e = try_verify(&t_old, &last).expect_err("the removed key's token");
+    assert!(e.contains("not published"), "{e}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -151,3 +151,97 @@ pub(super) fn route_token(
         claims,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+
+    use crate::config::from_str;
+
+    /// A valid `[identity_token]` with a fixed Ed25519 test key (not a secret) written to a file.
+    fn section() -> String {
+        let mut der = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        der.extend_from_slice(&[7u8; 32]);
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(der)
+        );
+        let path = std::env::temp_dir().join(format!("sg-idtoken-unit-{}.pem", std::process::id()));
+        std::fs::write(&path, pem).expect("write test key");
+        format!(
+            "[identity_token]\nsigning_keys = [{:?}]\nissuer = \"gate\"\n",
+            path.display().to_string()
+        )
+    }
+
+    fn issues(section: &str, route: &str) -> String {
+        let text = format!(
+            "[kratos]\npublic_url = \"http://127.0.0.1:4433\"\n{section}\n[[routes]]\nname = \"r\"\n\
+             path_prefix = \"/\"\nupstream = \"http://127.0.0.1:3000\"\n{route}"
+        );
+        match from_str(&text) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn route_keys_are_checked() {
+        let s = section();
+        assert_eq!(
+            issues(&s, "auth = \"session\"\nidentity_token = true\n"),
+            ""
+        );
+        let e = issues("", "auth = \"session\"\nidentity_token = true\n");
+        assert!(
+            e.contains("routes[0].identity_token: needs an [identity_token]"),
+            "{e}"
+        );
+        let e = issues(&s, "auth = \"anonymous\"\nidentity_token = true\n");
+        assert!(
+            e.contains("routes[0].identity_token: an `anonymous` route"),
+            "{e}"
+        );
+        let e = issues(&s, "auth = \"session\"\nidentity_token_audience = \"x\"\n");
+        assert!(
+            e.contains("routes[0].identity_token_audience: has no effect"),
+            "{e}"
+        );
+        let e = issues(
+            &s,
+            "auth = \"session\"\nidentity_token = true\nidentity_token_header = \"Cookie\"\n",
+        );
+        assert!(e.contains("routes[0].identity_token_header"), "{e}");
+        let e = issues(
+            &s,
+            "auth = \"session\"\nidentity_token = true\n[routes.identity_token_claims]\nsub = \"id\"\n",
+        );
+        assert!(e.contains("routes[0].identity_token_claims.\"sub\""), "{e}");
+        let e = issues(
+            &s.replace("issuer = \"gate\"", "issuer = \"\""),
+            "auth = \"session\"\n",
+        );
+        assert!(e.contains("identity_token.issuer"), "{e}");
+        let e = issues(&format!("{s}ttl = \"1500ms\"\n"), "auth = \"session\"\n");
+        assert!(e.contains("identity_token.ttl"), "{e}");
+    }
+
+    #[test]
+    fn the_token_header_is_stripped_and_claims_get_session_slots() {
+        let s = section();
+        let text = format!(
+            "[kratos]\npublic_url = \"http://127.0.0.1:4433\"\n{s}\n[[routes]]\nname = \"r\"\n\
+             path_prefix = \"/\"\nupstream = \"http://127.0.0.1:3000\"\nauth = \"session\"\n\
+             identity_token = true\nidentity_token_header = \"X-Jwt\"\n\
+             [routes.identity_token_claims]\nemail = \"identity.traits.email\"\n"
+        );
+        let cfg = from_str(&text).expect("valid");
+        assert!(cfg.identity_header_names.iter().any(|h| h == "x-jwt"));
+        let t = cfg.routes[0].identity_token.as_ref().expect("route token");
+        assert_eq!(cfg.session_paths[t.claims[0].slot], t.claims[0].template);
+        assert!(cfg.identity_token.is_some());
+    }
+}
