@@ -71,6 +71,7 @@ timeout = "300ms"
 signing_keys = [{keys}]
 issuer = "https://gate.example.com"
 ttl = "120s"
+jwks_path = "/.well-known/jwks.json"
 
 [[routes]]
 name = "public"
@@ -237,6 +238,23 @@ async fn es256_token_verifies_with_the_published_jwks_and_carries_every_claim() 
     assert_ne!(token, "forged");
     let (keys, cache_control) = jwks(&proxy).await;
     assert_eq!(cache_control, "public, max-age=120");
+    // the same document on the public listener (`jwks_path`), without a route or the upstream
+    let seen = upstream.count();
+    let public = client()
+        .get(proxy.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .expect("public jwks");
+    assert_eq!(public.status(), 200);
+    assert_eq!(
+        public
+            .headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
+        Some("public, max-age=120")
+    );
+    assert_eq!(public.json::<Value>().await.expect("json"), keys);
+    assert_eq!(upstream.count(), seen, "answered by sessiongate itself");
     let (header, c) = verify(&token, &keys);
     assert_eq!(header["alg"], "ES256");
     assert_eq!(header["kid"], keys["keys"][0]["kid"]);

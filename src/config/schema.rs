@@ -403,6 +403,10 @@ pub struct RawIdentityToken {
     #[serde(default = "default_token_ttl", with = "humantime_serde")]
     #[schemars(with = "super::json_schema::HumanDuration")]
     pub ttl: Duration,
+    /// Also answer the JWKS on the public listener at this canonical path (e.g.
+    /// "/.well-known/jwks.json"), for GET and HEAD, before any route. Unset: admin listener only.
+    #[serde(default)]
+    pub jwks_path: Option<String>,
 }
 
 fn default_token_ttl() -> Duration {

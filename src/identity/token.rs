@@ -71,6 +71,7 @@ pub struct TokenIssuer {
     ttl: Duration,
     keys: Vec<SigningKey>,
     jwks: Arc<[u8]>,
+    jwks_path: Option<String>,
     cache: moka::sync::Cache<(String, usize), Arc<Cached>>,
 }
 
@@ -93,11 +94,23 @@ impl TokenIssuer {
             ttl,
             keys,
             jwks,
+            jwks_path: None,
             cache: moka::sync::Cache::builder()
                 .max_capacity(CACHE_ENTRIES)
                 .time_to_live(ttl)
                 .build(),
         }
+    }
+
+    /// Also answers the JWKS on the public listener at `path` (`identity_token.jwks_path`).
+    pub fn with_jwks_path(mut self, path: Option<String>) -> TokenIssuer {
+        self.jwks_path = path;
+        self
+    }
+
+    /// `identity_token.jwks_path`: where the public listener answers the JWKS, if anywhere.
+    pub fn jwks_path(&self) -> Option<&str> {
+        self.jwks_path.as_deref()
     }
 
     /// The JWKS document publishing every configured key.

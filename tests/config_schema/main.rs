@@ -170,7 +170,7 @@ fn every_key_has_a_description_and_the_optional_ones_their_default() {
     // root, server, kratos, cache, cache.shared, log, routes[], admin, tracing, identity_token
     assert_eq!(
         keys.len(),
-        8 + 15 + 7 + 5 + 4 + 3 + 19 + 1 + 3 + 3,
+        8 + 15 + 7 + 5 + 4 + 3 + 19 + 1 + 3 + 4,
         "{keys:#?}"
     );
     let mut without_default = Vec::new();
@@ -217,6 +217,7 @@ fn every_key_has_a_description_and_the_optional_ones_their_default() {
             "admin.purge_token_file",
             "tracing.otlp_endpoint",
             "identity_token.issuer (required)",
+            "identity_token.jwks_path",
             "identity_token.signing_keys (required)",
         ]
     );

@@ -61,8 +61,21 @@ pub(super) fn issuer(
     if raw.ttl < Duration::from_secs(1) || raw.ttl > MAX_TTL || raw.ttl.subsec_nanos() != 0 {
         issues.push("identity_token.ttl", "must be whole seconds, from 1s to 1h");
     }
-    (issues.count() == before)
-        .then(|| Arc::new(TokenIssuer::new(raw.issuer.clone(), raw.ttl, keys)))
+    if let Some(p) = &raw.jwks_path {
+        let canonical = crate::path::canonicalize_path(p).ok();
+        if !p.starts_with('/') || p.contains('?') || canonical.as_deref() != Some(p.as_str()) {
+            issues.push(
+                "identity_token.jwks_path",
+                format!("`{p}` is not a canonical path (\"/.well-known/jwks.json\")"),
+            );
+        }
+    }
+    (issues.count() == before).then(|| {
+        Arc::new(
+            TokenIssuer::new(raw.issuer.clone(), raw.ttl, keys)
+                .with_jwks_path(raw.jwks_path.clone()),
+        )
+    })
 }
 
 /// Validates route `i`'s token keys. Claim slots are left at 0: the caller numbers them across
@@ -227,6 +240,16 @@ mod tests {
         assert!(e.contains("identity_token.issuer"), "{e}");
         let e = issues(&format!("{s}ttl = \"1500ms\"\n"), "auth = \"session\"\n");
         assert!(e.contains("identity_token.ttl"), "{e}");
+        let e = issues(
+            &format!("{s}jwks_path = \"/a/../jwks\"\n"),
+            "auth = \"session\"\n",
+        );
+        assert!(e.contains("identity_token.jwks_path"), "{e}");
+        let ok = issues(
+            &format!("{s}jwks_path = \"/.well-known/jwks.json\"\n"),
+            "auth = \"session\"\n",
+        );
+        assert_eq!(ok, "");
     }
 
     #[test]
