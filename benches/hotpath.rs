@@ -1,7 +1,7 @@
 //! Criterion benchmarks of the per-request hot paths: route matching over a 50-route table, path
 //! canonicalisation, credential extraction, a cache hit, identity header rendering, rewriting a
-//! typical Kratos login flow JSON body on the edge, and W3C trace context propagation with span
-//! export off (the default).
+//! typical Kratos login flow JSON body on the edge, W3C trace context propagation with span
+//! export off (the default), and a signed identity token from its cache vs freshly signed.
 //!
 //! `cargo bench --bench hotpath`. Compare numbers from one run only (the machine is shared).
 
@@ -236,12 +236,67 @@ fn trace_propagation(c: &mut Criterion) {
     });
 }
 
+/// A signed identity token: reused from the cache (what nearly every request of a session gets)
+/// against a fresh signature (the first request, and once per 80% of `ttl` after that).
+fn identity_tokens(c: &mut Criterion) {
+    use base64::Engine as _;
+    use identity::keys::SigningKey;
+    use identity::token::{RouteToken, TokenIssuer};
+    use p256::pkcs8::EncodePrivateKey as _;
+    use std::time::SystemTime;
+
+    let es256 = p256::SecretKey::from_slice(&[0x42; 32]).expect("bench key (not a secret)");
+    let es256 = es256
+        .to_pkcs8_pem(p256::pkcs8::LineEnding::LF)
+        .expect("pem");
+    let mut ed_der = vec![
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    ed_der.extend_from_slice(&[0x24; 32]);
+    let ed25519 = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        base64::engine::general_purpose::STANDARD.encode(ed_der)
+    );
+    let session = sessiongate::session::Session {
+        id: "9f2c4a8e-5b1d-4c3a-8e7f-1a2b3c4d5e6f".into(),
+        identity_id: "1b2c3d4e-5f60-4718-9a0b-c1d2e3f40516".into(),
+        aal: config::Aal(1),
+        expires_at: None,
+        values: vec![Some(HeaderValue::from_static("user@example.com"))].into_boxed_slice(),
+    };
+    let spec = RouteToken {
+        header: http::HeaderName::from_static("x-identity-token"),
+        audience: Some("orders".into()),
+        claims: Vec::new(),
+    };
+    for (name, pem) in [("es256", es256.as_bytes()), ("eddsa", ed25519.as_bytes())] {
+        let key = SigningKey::from_pem(pem).expect("bench key");
+        let issuer = TokenIssuer::new("https://gate".into(), Duration::from_secs(60), vec![key]);
+        let now = SystemTime::now();
+        let first = issuer.token(0, &spec, &session, now).expect("token");
+        c.bench_function(&format!("identity_token_{name}_cache_hit"), |b| {
+            b.iter(|| issuer.token(0, black_box(&spec), black_box(&session), now))
+        });
+        assert_eq!(issuer.token(0, &spec, &session, now), Some(first));
+        // every iteration is past the previous token's reuse window: a new signature each time
+        let mut later = now;
+        c.bench_function(&format!("identity_token_{name}_fresh_signature"), |b| {
+            b.iter(|| {
+                later += Duration::from_secs(100);
+                issuer.token(0, black_box(&spec), black_box(&session), later)
+            })
+        });
+    }
+}
+
 criterion_group!(
     benches,
     routing,
     credentials,
     cache_and_identity,
     edge_rewrite,
-    trace_propagation
+    trace_propagation,
+    identity_tokens
 );
 criterion_main!(benches);

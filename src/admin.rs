@@ -6,6 +6,8 @@
 //!   not decide readiness (a Kratos outage is answered with 503s per request, and taking every proxy
 //!   out of the load balancer would not help).
 //! - `/metrics`: Prometheus text format.
+//! - `GET /.well-known/jwks.json`: the public keys of signed identity tokens (`[identity_token]`),
+//!   cacheable for `identity_token.ttl`; 404 without that section.
 //! - `POST /cache/purge`: the purge API (`admin.purge_token_file`; see `crate::fleet::api`).
 //!   With `[cache.shared]`, `/health/ready`'s body also says `shared_cache: ok | degraded`
 //!   (never failing readiness: a replica without Redis is local-only, not broken).
@@ -108,6 +110,29 @@ impl Admin {
     }
 }
 
+/// Where the admin listener publishes the identity token keys.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+impl Admin {
+    /// The JWKS of `[identity_token]`, with `Cache-Control: public, max-age=<ttl>`: a key added to the
+    /// file is seen by every verifier within `ttl`, which the rotation procedure waits for.
+    fn jwks(&self) -> Response<Vec<u8>> {
+        let rt = self.shared.runtime();
+        let Some(issuer) = &rt.config.identity_token else {
+            return json_response(
+                404,
+                &json!({ "error": { "code": 404, "status": "Not Found" } }),
+            );
+        };
+        let mut r = response(200, "application/jwk-set+json", issuer.jwks().to_vec());
+        let cache = format!("public, max-age={}", issuer.ttl().as_secs());
+        if let Ok(v) = http::HeaderValue::from_str(&cache) {
+            r.headers_mut().insert(http::header::CACHE_CONTROL, v);
+        }
+        r
+    }
+}
+
 async fn listener_accepts(addr: SocketAddr) -> bool {
     let mut target = addr;
     if target.ip().is_unspecified() {
@@ -162,6 +187,7 @@ impl ServeHttp for Admin {
                 json_response(status, &body)
             }
             crate::fleet::api::PATH => self.purge(session).await,
+            JWKS_PATH => self.jwks(),
             "/metrics" => {
                 let rt = self.shared.runtime();
                 rt.store.run_pending_tasks();

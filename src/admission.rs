@@ -183,7 +183,17 @@ async fn admit_into<S: SessionSource>(
     };
     let forward = policy::decide(route, resolution, &facts)?;
     let identity = match &forward.session {
-        Some(s) => identity::render_all(&route.identity_headers, &s.values),
+        Some(s) => {
+            let mut headers = identity::render_all(&route.identity_headers, &s.values);
+            // the signed identity token, reused from its cache while young enough
+            if let (Some(spec), Some(issuer)) = (&route.identity_token, &cfg.identity_token) {
+                let now = std::time::SystemTime::now();
+                if let Some(token) = issuer.token(route.index, spec, s, now) {
+                    headers.push((spec.header.clone(), token));
+                }
+            }
+            headers
+        }
         None => Vec::new(),
     };
     let set_cookie = match cfg.browser_edge.as_deref() {

@@ -32,6 +32,10 @@ pub struct RawConfig {
     /// `otlp_endpoint` is set.
     #[serde(default)]
     pub tracing: RawTracing,
+    /// Signed identity tokens: the keys, issuer and lifetime of the JWTs routes with
+    /// `identity_token = true` send upstream. Absent: no route may ask for a token.
+    #[serde(default)]
+    pub identity_token: Option<RawIdentityToken>,
     /// The routes, matched by host, then exact path, then longest path prefix (not by their order).
     /// At least one is required.
     #[serde(default)]
@@ -366,6 +370,47 @@ pub struct RawRoute {
     /// or the client. Prefer the environment: SESSIONGATE__ROUTES__<n>__ORY_NETWORK_API_KEY.
     #[serde(default)]
     pub ory_network_api_key: Option<Secret>,
+    /// Send a signed identity token (a JWT, see `[identity_token]`) upstream on this route. Not on
+    /// "anonymous" routes.
+    #[serde(default)]
+    pub identity_token: bool,
+    /// The header carrying the token. Unset: "X-Identity-Token". Like every identity header, it is
+    /// deleted from every client request on every route.
+    #[serde(default)]
+    pub identity_token_header: Option<String>,
+    /// The token's `aud` claim. Unset: no `aud`.
+    #[serde(default)]
+    pub identity_token_audience: Option<String>,
+    /// Extra token claims: claim name = dotted path into the Kratos session JSON, as for
+    /// `identity_headers` (values are strings; missing values are left out). The registered claims
+    /// (iss, sub, aud, iat, nbf, exp, jti, sid, aal) cannot be replaced.
+    #[serde(default)]
+    pub identity_token_claims: BTreeMap<String, String>,
+}
+
+/// `[identity_token]`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentityToken {
+    /// PKCS#8 PEM files of P-256 (ES256) or Ed25519 (EdDSA) private keys, read at start-up and on
+    /// reload. The first signs; all are published in the JWKS (rotation: add the new key second,
+    /// wait `ttl`, swap the order, wait `ttl` again, remove the old one).
+    pub signing_keys: Vec<String>,
+    /// The `iss` claim: who issued the token, as upstreams check it (e.g. "https://app.example.com").
+    pub issuer: String,
+    /// Lifetime of a token (whole seconds, 1s to 1h; never past the session's own expiry), and the
+    /// `max-age` of the JWKS answer. A token is reused for the same session and route for 80% of it.
+    #[serde(default = "default_token_ttl", with = "humantime_serde")]
+    #[schemars(with = "super::json_schema::HumanDuration")]
+    pub ttl: Duration,
+    /// Also answer the JWKS on the public listener at this canonical path (e.g.
+    /// "/.well-known/jwks.json"), for GET and HEAD, before any route. Unset: admin listener only.
+    #[serde(default)]
+    pub jwks_path: Option<String>,
+}
+
+fn default_token_ttl() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// A secret from the configuration: its `Debug` never shows it.

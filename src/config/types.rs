@@ -14,6 +14,7 @@ use url::Url;
 
 use super::schema::{AuthMode, OnUnauthenticated, RawLog, Secret, SharedCacheMode};
 use crate::edge::EdgeRoute;
+use crate::identity::token::{RouteToken, TokenIssuer};
 use crate::identity::{IdentityHeader, Template};
 
 /// The validated configuration.
@@ -42,6 +43,9 @@ pub struct Config {
     /// The first Kratos edge route: where browsers reach Kratos. Step-up and login redirects and a
     /// session cookie re-issued by whoami go through its rewriting (public origin + prefix).
     pub browser_edge: Option<Arc<EdgeRoute>>,
+    /// `[identity_token]`: the keys (parsed from their files at load time) and the token cache.
+    /// Like [`Route::edge`], built here from plain data; a reload builds a new one.
+    pub identity_token: Option<Arc<TokenIssuer>>,
 }
 
 /// `[server]`, validated.
@@ -199,6 +203,9 @@ pub struct Route {
     /// Set on `kratos_edge` routes: the edge's settings and what is precomputed from them (plain
     /// data; the OIDC warnings already given live in the runtime).
     pub edge: Option<Arc<EdgeRoute>>,
+    /// `identity_token = true`: the token's header, audience and extra claims (slots index
+    /// [`Config::session_paths`]).
+    pub identity_token: Option<RouteToken>,
 }
 
 /// `[cache.shared]`, validated. Plain data: the runtime (`crate::fleet`) opens the connections.

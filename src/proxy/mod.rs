@@ -2,6 +2,7 @@
 //! owns the concept (routing, credential, session, policy, identity, error, metrics).
 
 mod edge;
+mod jwks;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -179,6 +180,13 @@ impl ProxyHttp for Proxy {
         ctx.request_id = request_id(session.req_header());
         let req = session.req_header();
         ctx.trace = Some(rt.tracing.start_request(&req.headers, &req.method));
+        if let Some((status, body, cache)) = jwks::answer(&rt, req) {
+            ctx.outcome = "anonymous";
+            ctx.answered = Some(status);
+            ctx.runtime = Some(rt);
+            jwks::write(session, body, &cache, &ctx.request_id).await?;
+            return Ok(true);
+        }
         let mut verdict = self.admit(session, ctx, &rt).await;
         if verdict.is_ok() {
             if let (Some(er), Some(ectx)) = (edge_route(&rt, ctx.route), ctx.edge.as_mut()) {

@@ -104,7 +104,16 @@ fn the_schema_is_draft_7_with_an_id_and_a_title() {
         .collect();
     assert_eq!(
         sections,
-        ["admin", "cache", "kratos", "log", "routes", "server", "tracing"]
+        [
+            "admin",
+            "cache",
+            "identity_token",
+            "kratos",
+            "log",
+            "routes",
+            "server",
+            "tracing"
+        ]
     );
     for table in [
         "RawServer",
@@ -115,6 +124,7 @@ fn the_schema_is_draft_7_with_an_id_and_a_title() {
         "RawRoute",
         "RawAdmin",
         "RawTracing",
+        "RawIdentityToken",
     ] {
         assert_eq!(
             s["definitions"][table]["additionalProperties"], false,
@@ -135,6 +145,10 @@ fn keys(s: &Value) -> Vec<(String, Value, bool)> {
         ("routes[]", s["definitions"]["RawRoute"].clone()),
         ("admin", s["definitions"]["RawAdmin"].clone()),
         ("tracing", s["definitions"]["RawTracing"].clone()),
+        (
+            "identity_token",
+            s["definitions"]["RawIdentityToken"].clone(),
+        ),
     ];
     let mut out = Vec::new();
     for (prefix, table) in tables {
@@ -153,7 +167,12 @@ fn keys(s: &Value) -> Vec<(String, Value, bool)> {
 fn every_key_has_a_description_and_the_optional_ones_their_default() {
     let s = schema();
     let keys = keys(&s);
-    assert_eq!(keys.len(), 7 + 15 + 7 + 5 + 4 + 3 + 15 + 1 + 3, "{keys:#?}");
+    // root, server, kratos, cache, cache.shared, log, routes[], admin, tracing, identity_token
+    assert_eq!(
+        keys.len(),
+        8 + 15 + 7 + 5 + 4 + 3 + 19 + 1 + 3 + 4,
+        "{keys:#?}"
+    );
     let mut without_default = Vec::new();
     for (path, prop, required) in &keys {
         let d = prop["description"].as_str().unwrap_or("");
@@ -172,6 +191,7 @@ fn every_key_has_a_description_and_the_optional_ones_their_default() {
         [
             "admin",
             "cache",
+            "identity_token",
             "kratos (required)",
             "log",
             "routes",
@@ -185,6 +205,8 @@ fn every_key_has_a_description_and_the_optional_ones_their_default() {
             "routes[].auth",
             "routes[].cookie_domain",
             "routes[].host",
+            "routes[].identity_token_audience",
+            "routes[].identity_token_header",
             "routes[].methods",
             "routes[].name (required)",
             "routes[].ory_network_api_key",
@@ -194,6 +216,9 @@ fn every_key_has_a_description_and_the_optional_ones_their_default() {
             "routes[].upstream",
             "admin.purge_token_file",
             "tracing.otlp_endpoint",
+            "identity_token.issuer (required)",
+            "identity_token.jwks_path",
+            "identity_token.signing_keys (required)",
         ]
     );
 }
@@ -271,8 +296,8 @@ fn defaults_durations_and_enumerations_are_what_the_parser_uses() {
             explicit.push_str(&format!("{k} = {d}\n"));
         }
     }
-    // server 14 defaults, kratos public_url + 5, cache 4, log 3, the route's 4 keys + 5 defaults.
-    assert_eq!(explicit.matches(" = ").count(), 14 + 6 + 4 + 3 + 4 + 5);
+    // server 14 defaults, kratos public_url + 5, cache 4, log 3, the route's 4 keys + 7 defaults.
+    assert_eq!(explicit.matches(" = ").count(), 14 + 6 + 4 + 3 + 4 + 7);
     let with_defaults: RawConfig = toml::from_str(&explicit)
         .unwrap_or_else(|e| panic!("defaults do not parse: {e}\n{explicit}"));
     let implicit: RawConfig = toml::from_str(&minimal()).expect("minimal parses");

@@ -11,6 +11,7 @@
 
 mod edge;
 mod fleet;
+mod identity_token;
 mod route;
 #[cfg(test)]
 mod tests;
@@ -179,6 +180,7 @@ pub(super) fn compile(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
     }
 
     let tracing = self::traces::compile_tracing(&raw.tracing, &mut issues);
+    let token_issuer = identity_token::issuer(raw.identity_token.as_ref(), &mut issues);
 
     let mut routes: Vec<Route> = Vec::new();
     let mut identity_header_names: Vec<HeaderName> = Vec::new();
@@ -190,6 +192,8 @@ pub(super) fn compile(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
         have_login_url: login_url.is_some(),
         public_origin: public_origin.as_deref(),
         kratos_url: kratos_url.as_ref(),
+        // an invalid section has its own issues; a route asking for a token is not one more
+        have_identity_token: raw.identity_token.is_some(),
     };
     for (i, r) in raw.routes.iter().enumerate() {
         if let Some(mut route) = compile_route(i, r, &ctx, &mut issues) {
@@ -197,13 +201,15 @@ pub(super) fn compile(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
                 if !identity_header_names.contains(&h.name) {
                     identity_header_names.push(h.name.clone());
                 }
-                h.slot = match session_paths.iter().position(|t| *t == h.template) {
-                    Some(slot) => slot,
-                    None => {
-                        session_paths.push(h.template.clone());
-                        session_paths.len() - 1
-                    }
-                };
+                h.slot = slot_of(&mut session_paths, &h.template);
+            }
+            if let Some(t) = &mut route.identity_token {
+                if !identity_header_names.contains(&t.header) {
+                    identity_header_names.push(t.header.clone());
+                }
+                for c in &mut t.claims {
+                    c.slot = slot_of(&mut session_paths, &c.template);
+                }
             }
             routes.push(route);
         }
@@ -264,5 +270,17 @@ pub(super) fn compile(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
         routes,
         identity_header_names,
         session_paths,
+        identity_token: token_issuer,
     })
+}
+
+/// The index of `template` in `paths`, added at the end when new.
+fn slot_of(paths: &mut Vec<Template>, template: &Template) -> usize {
+    match paths.iter().position(|t| t == template) {
+        Some(slot) => slot,
+        None => {
+            paths.push(template.clone());
+            paths.len() - 1
+        }
+    }
 }

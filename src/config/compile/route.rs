@@ -19,6 +19,8 @@ pub(super) struct RouteContext<'a> {
     pub(super) public_origin: Option<&'a str>,
     /// `kratos.public_url` (path ending in `/`), when valid.
     pub(super) kratos_url: Option<&'a Url>,
+    /// `[identity_token]` is configured and valid (a route's `identity_token = true` needs it).
+    pub(super) have_identity_token: bool,
 }
 
 /// Validates route `i`; `None` when any of its keys had an issue (all of them are pushed). Identity
@@ -194,6 +196,9 @@ pub(super) fn compile_route(
         );
     }
 
+    let identity_token =
+        super::identity_token::route_token(i, r, auth, ctx.have_identity_token, issues);
+
     if issues.count() != before {
         return None;
     }
@@ -214,6 +219,7 @@ pub(super) fn compile_route(
         identity_headers,
         websocket: r.websocket,
         edge,
+        identity_token,
     })
 }
 

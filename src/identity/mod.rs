@@ -5,6 +5,12 @@
 //! [`RESERVED_PREFIX`] is deleted from every client request, on every route, before the proxy sets its
 //! own values. The values come from templates: a dotted path into the session JSON
 //! (`identity.traits.email`, `identity.verifiable_addresses.0.value`).
+//!
+//! - [`keys`]: the signing keys of `[identity_token]` (PEM files) and the JWKS that publishes them.
+//! - [`token`]: signed identity tokens (JWTs) and their cache.
+
+pub mod keys;
+pub mod token;
 
 use http::{HeaderName, HeaderValue};
 use serde_json::Value;
