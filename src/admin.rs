@@ -118,7 +118,7 @@ impl Admin {
     /// file is seen by every verifier within `ttl`, which the rotation procedure waits for.
     fn jwks(&self) -> Response<Vec<u8>> {
         let rt = self.shared.runtime();
-        let Some(issuer) = &rt.config.identity_token else {
+        let Some(issuer) = rt.tokens.as_deref() else {
             return json_response(
                 404,
                 &json!({ "error": { "code": 404, "status": "Not Found" } }),

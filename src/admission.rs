@@ -28,6 +28,7 @@ use crate::edge::request::{plan, EdgeRequest};
 use crate::error::GateError;
 use crate::host::is_host_name;
 use crate::identity;
+use crate::identity::token::TokenIssuer;
 use crate::path::{canonicalize, CanonicalTarget};
 use crate::policy::{self, RequestFacts};
 use crate::routing::RouteTable;
@@ -98,29 +99,33 @@ pub struct Decision {
 }
 
 /// Admits or refuses a request; see the module docs for the order of the checks.
-pub async fn admit<S: SessionSource>(
-    config: &Config,
-    table: &RouteTable,
-    sessions: &S,
-    req: &RequestView<'_>,
-) -> Decision {
+pub async fn admit<S: SessionSource>(gate: &Gate<'_, S>, req: &RequestView<'_>) -> Decision {
     let mut decision = Decision {
         route: None,
         target: None,
         lookup: None,
         verdict: Ok(Admitted::default()),
     };
-    decision.verdict = admit_into(config, table, sessions, req, &mut decision).await;
+    decision.verdict = admit_into(gate, req, &mut decision).await;
     decision
 }
 
+/// What admission decides with: the configuration and its route table, where sessions come from,
+/// and the identity token signer (when `[identity_token]` is configured). The runtime lends one
+/// ([`crate::state::Runtime::gate`]); tests build their own around a table of sessions.
+pub struct Gate<'a, S> {
+    pub config: &'a Config,
+    pub table: &'a RouteTable,
+    pub sessions: &'a S,
+    pub tokens: Option<&'a TokenIssuer>,
+}
+
 async fn admit_into<S: SessionSource>(
-    cfg: &Config,
-    table: &RouteTable,
-    sessions: &S,
+    gate: &Gate<'_, S>,
     req: &RequestView<'_>,
     d: &mut Decision,
 ) -> Result<Admitted, GateError> {
+    let (cfg, table, sessions) = (gate.config, gate.table, gate.sessions);
     let limits = &cfg.server.limits;
     if req.headers.len() > limits.max_request_headers
         || header_bytes(req) > limits.max_request_header_bytes
@@ -186,7 +191,7 @@ async fn admit_into<S: SessionSource>(
         Some(s) => {
             let mut headers = identity::render_all(&route.identity_headers, &s.values);
             // the signed identity token, reused from its cache while young enough
-            if let (Some(spec), Some(issuer)) = (&route.identity_token, &cfg.identity_token) {
+            if let (Some(spec), Some(issuer)) = (&route.identity_token, gate.tokens) {
                 let now = std::time::SystemTime::now();
                 if let Some(token) = issuer.token(route.index, spec, s, now) {
                     headers.push((spec.header.clone(), token));

@@ -8,9 +8,11 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use url::Url;
 
+use crate::admission::Gate;
 use crate::config::{CacheConfig, Config, KratosConfig};
 use crate::edge::WarnOnce;
 use crate::fleet::{Fleet, FleetError};
+use crate::identity::token::TokenIssuer;
 use crate::identity::Template;
 use crate::metrics::Metrics;
 use crate::resolver::Resolver;
@@ -34,6 +36,9 @@ pub struct Runtime {
     /// OIDC providers already warned about (one `redirect_uri` warning per provider and
     /// configuration; `crate::edge::oidc`).
     pub oidc_warned: WarnOnce,
+    /// The identity token signer and its token cache (`[identity_token]`); kept across a reload
+    /// that does not change `[identity_token]`.
+    pub tokens: Option<Arc<TokenIssuer>>,
     /// Trace propagation and span export (`[tracing]`); shared with the previous runtime when
     /// `[tracing]` is unchanged, so a reload keeps the exporter and its queue.
     pub tracing: Arc<Tracing>,
@@ -135,6 +140,15 @@ impl Runtime {
             Some(p) => Arc::clone(&p.tracing),
             None => Arc::new(Tracing::new(&config.tracing)?),
         };
+        let tokens = match previous.filter(|p| p.config.identity_token == config.identity_token) {
+            Some(p) => p.tokens.clone(),
+            None => config.identity_token.as_ref().map(|t| {
+                Arc::new(
+                    TokenIssuer::new(t.issuer.clone(), t.ttl, t.keys.clone())
+                        .with_jwks_path(t.jwks_path.clone()),
+                )
+            }),
+        };
         Ok(Runtime {
             config,
             table,
@@ -143,7 +157,18 @@ impl Runtime {
             resolver: Arc::new(Resolver::new()),
             oidc_warned: WarnOnce::default(),
             tracing,
+            tokens,
         })
+    }
+
+    /// What admission decides with, from this runtime.
+    pub fn gate(&self) -> Gate<'_, Arc<SessionStore>> {
+        Gate {
+            config: &self.config,
+            table: &self.table,
+            sessions: &self.store,
+            tokens: self.tokens.as_deref(),
+        }
     }
 }
 

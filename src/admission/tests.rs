@@ -186,7 +186,13 @@ async fn run(t: &Table, r: &Req) -> (Decision, Expect) {
         headers: &r.headers,
         content_length_with_transfer_encoding: r.cl_te,
     };
-    let d = admit(&cfg, &routes, t, &view).await;
+    let gate = Gate {
+        config: &cfg,
+        table: &routes,
+        sessions: t,
+        tokens: None,
+    };
+    let d = admit(&gate, &view).await;
     let got = match &d.verdict {
         Ok(a) => Expect::Forward(
             a.outcome,

@@ -21,8 +21,8 @@ use std::path::Path;
 pub use json_schema::{json_schema, DURATION_PATTERN, SCHEMA_ID};
 pub use schema::{AuthMode, LogFormat, OnUnauthenticated, RawConfig, Secret, SharedCacheMode};
 pub use types::{
-    Aal, AdminConfig, CacheConfig, Config, KratosConfig, LimitsConfig, Route, RouteMatch,
-    ServerConfig, SharedCacheConfig, TracingConfig, Upstream,
+    Aal, AdminConfig, CacheConfig, Config, IdentityTokenConfig, KratosConfig, LimitsConfig, Route,
+    RouteMatch, ServerConfig, SharedCacheConfig, TracingConfig, Upstream,
 };
 
 /// The largest `server.max_connections` accepted (each connection also needs a file descriptor).

@@ -14,7 +14,8 @@ use url::Url;
 
 use super::schema::{AuthMode, OnUnauthenticated, RawLog, Secret, SharedCacheMode};
 use crate::edge::EdgeRoute;
-use crate::identity::token::{RouteToken, TokenIssuer};
+use crate::identity::keys::SigningKey;
+use crate::identity::token::RouteToken;
 use crate::identity::{IdentityHeader, Template};
 
 /// The validated configuration.
@@ -43,9 +44,22 @@ pub struct Config {
     /// The first Kratos edge route: where browsers reach Kratos. Step-up and login redirects and a
     /// session cookie re-issued by whoami go through its rewriting (public origin + prefix).
     pub browser_edge: Option<Arc<EdgeRoute>>,
-    /// `[identity_token]`: the keys (parsed from their files at load time) and the token cache.
-    /// Like [`Route::edge`], built here from plain data; a reload builds a new one.
-    pub identity_token: Option<Arc<TokenIssuer>>,
+    /// `[identity_token]`: issuer, ttl, the keys (parsed from their files at load time) and the
+    /// optional public JWKS path. The runtime builds the signer and its token cache from it.
+    pub identity_token: Option<IdentityTokenConfig>,
+}
+
+/// `[identity_token]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityTokenConfig {
+    /// The `iss` claim.
+    pub issuer: String,
+    /// Token lifetime (whole seconds, 1 s to 1 h), also the JWKS `Cache-Control` max-age.
+    pub ttl: Duration,
+    /// The first signs; all are published.
+    pub keys: Vec<SigningKey>,
+    /// `identity_token.jwks_path`: the JWKS also on the public listener.
+    pub jwks_path: Option<String>,
 }
 
 /// `[server]`, validated.

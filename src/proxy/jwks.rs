@@ -12,7 +12,7 @@ use crate::state::Runtime;
 /// The JWKS answer for `req`, when it is a GET or HEAD of the configured `jwks_path` (the query is
 /// ignored); `None` otherwise, and the request goes on to routing.
 pub(super) fn answer(rt: &Runtime, req: &RequestHeader) -> Option<(u16, Bytes, String)> {
-    let issuer = rt.config.identity_token.as_ref()?;
+    let issuer = rt.tokens.as_deref()?;
     let path = issuer.jwks_path()?;
     if req.uri.path() != path || !matches!(req.method, http::Method::GET | http::Method::HEAD) {
         return None;

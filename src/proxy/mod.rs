@@ -88,7 +88,8 @@ impl Proxy {
                 session, req,
             ),
         };
-        let admit = admission::admit(&rt.config, &rt.table, &rt.store, &view);
+        let gate = rt.gate();
+        let admit = admission::admit(&gate, &view);
         // The whoami call admission may make is a child of the request's span.
         let decision = match &ctx.trace {
             Some(trace) => admit.with_context(trace.context().clone()).await,

@@ -3,15 +3,15 @@
 //! `[routes.identity_token_claims]`). A key file that cannot be read or is not a usable key is an
 //! issue at `identity_token.signing_keys[i]` naming the file, never showing its content.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
 
 use super::validate::Issues;
 use crate::config::schema::{AuthMode, RawIdentityToken, RawRoute};
+use crate::config::types::IdentityTokenConfig;
 use crate::identity::keys::SigningKey;
-use crate::identity::token::{RouteToken, TokenClaim, TokenIssuer, REGISTERED_CLAIMS};
+use crate::identity::token::{RouteToken, TokenClaim, REGISTERED_CLAIMS};
 use crate::identity::Template;
 
 /// The default `identity_token_header`.
@@ -24,7 +24,7 @@ const MAX_TTL: Duration = Duration::from_secs(3600);
 pub(super) fn issuer(
     raw: Option<&RawIdentityToken>,
     issues: &mut Issues,
-) -> Option<Arc<TokenIssuer>> {
+) -> Option<IdentityTokenConfig> {
     let raw = raw?;
     let before = issues.count();
     if raw.signing_keys.is_empty() {
@@ -70,11 +70,11 @@ pub(super) fn issuer(
             );
         }
     }
-    (issues.count() == before).then(|| {
-        Arc::new(
-            TokenIssuer::new(raw.issuer.clone(), raw.ttl, keys)
-                .with_jwks_path(raw.jwks_path.clone()),
-        )
+    (issues.count() == before).then(|| IdentityTokenConfig {
+        issuer: raw.issuer.clone(),
+        ttl: raw.ttl,
+        keys,
+        jwks_path: raw.jwks_path.clone(),
     })
 }
 
