@@ -6,7 +6,11 @@
 //!
 //! Names are compared with `_` read as `-` (CGI/WSGI/PHP backends do; see [`identity::dashed`]).
 
+use std::net::IpAddr;
+
+use http::header::HOST;
 use http::HeaderName;
+use pingora::http::RequestHeader;
 
 use crate::identity;
 
@@ -48,6 +52,35 @@ pub fn is_rerouting_header(name: &HeaderName) -> bool {
 /// is not a trusted proxy.
 pub fn untrusted_only(name: &HeaderName) -> bool {
     is_forwarding_header(name) || is_rerouting_header(name)
+}
+
+/// `X-Forwarded-*`, `Forwarded`, `X-Real-IP`, also spelled with `_` (CGI, PHP and WSGI read
+/// `X_Forwarded_For` as `X-Forwarded-For`).
+pub fn set_forwarding_headers(
+    req: &mut RequestHeader,
+    client: Option<IpAddr>,
+    trusted: bool,
+) -> pingora::Result<()> {
+    let ip = client.map(|ip| ip.to_string());
+    match (&ip, trusted, req.headers.get("x-forwarded-for").cloned()) {
+        (Some(ip), true, Some(prev)) => {
+            let prev = String::from_utf8_lossy(prev.as_bytes()).into_owned();
+            req.insert_header("x-forwarded-for", format!("{prev}, {ip}"))?;
+        }
+        (Some(ip), _, _) => {
+            req.insert_header("x-forwarded-for", ip.as_str())?;
+        }
+        (None, _, _) => {}
+    }
+    if !req.headers.contains_key("x-forwarded-proto") {
+        req.insert_header("x-forwarded-proto", "http")?;
+    }
+    if !req.headers.contains_key("x-forwarded-host") {
+        if let Some(host) = req.headers.get(HOST).cloned() {
+            req.insert_header("x-forwarded-host", host)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,15 +3,13 @@
 
 mod edge;
 mod jwks;
+mod request_id;
 
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::HOST;
 use http::{HeaderName, HeaderValue};
 use opentelemetry::context::FutureExt as _;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -31,7 +29,7 @@ use crate::state::{InFlight, Runtime, Shared};
 use crate::telemetry::trace_context::{TRACEPARENT, TRACESTATE};
 use crate::telemetry::{RequestOutcome, RequestTrace};
 
-const X_REQUEST_ID: &str = "x-request-id";
+use request_id::{request_id, X_REQUEST_ID};
 
 /// Per-request state shared between the hooks.
 pub struct RequestCtx {
@@ -309,7 +307,7 @@ impl ProxyHttp for Proxy {
                 }
             }
         }
-        set_forwarding_headers(upstream_request, client_ip, trusted)?;
+        forwarding::set_forwarding_headers(upstream_request, client_ip, trusted)?;
         if let (Some(er), Some(ectx)) = (edge_route(&rt, ctx.route), &ctx.edge) {
             edge::upstream_request(er, ectx, upstream_request)?;
         }
@@ -556,56 +554,4 @@ fn upstream_failure(source: &ErrorSource, etype: &ErrorType) -> Option<GateError
         (ErrorSource::Upstream, _) => Some(GateError::UpstreamUnreachable),
         _ => None,
     }
-}
-
-/// `X-Forwarded-*`, `Forwarded`, `X-Real-IP`, also spelled with `_` (CGI, PHP and WSGI read
-/// `X_Forwarded_For` as `X-Forwarded-For`).
-fn set_forwarding_headers(
-    req: &mut RequestHeader,
-    client: Option<IpAddr>,
-    trusted: bool,
-) -> Result<()> {
-    let ip = client.map(|ip| ip.to_string());
-    match (&ip, trusted, req.headers.get("x-forwarded-for").cloned()) {
-        (Some(ip), true, Some(prev)) => {
-            let prev = String::from_utf8_lossy(prev.as_bytes()).into_owned();
-            req.insert_header("x-forwarded-for", format!("{prev}, {ip}"))?;
-        }
-        (Some(ip), _, _) => {
-            req.insert_header("x-forwarded-for", ip.as_str())?;
-        }
-        (None, _, _) => {}
-    }
-    if !req.headers.contains_key("x-forwarded-proto") {
-        req.insert_header("x-forwarded-proto", "http")?;
-    }
-    if !req.headers.contains_key("x-forwarded-host") {
-        if let Some(host) = req.headers.get(HOST).cloned() {
-            req.insert_header("x-forwarded-host", host)?;
-        }
-    }
-    Ok(())
-}
-
-static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// The client's `X-Request-Id` when it is short and plain, else a new one.
-fn request_id(req: &RequestHeader) -> String {
-    if let Some(v) = req.headers.get(X_REQUEST_ID) {
-        let b = v.as_bytes();
-        if !b.is_empty()
-            && b.len() <= 128
-            && b.iter()
-                .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
-        {
-            return String::from_utf8_lossy(b).into_owned();
-        }
-    }
-    let n = REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{:08x}{:016x}", process_nonce(), n)
-}
-
-fn process_nonce() -> u32 {
-    static NONCE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *NONCE.get_or_init(rand::random)
 }
