@@ -581,7 +581,7 @@ fn set_forwarding_headers(
 static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// The client's `X-Request-Id` when it is short and plain, else a new one.
-fn request_id(req: &RequestHeader) -> String {
+pub(crate) fn request_id(req: &RequestHeader) -> String {
     if let Some(v) = req.headers.get(X_REQUEST_ID) {
         let b = v.as_bytes();
         if !b.is_empty()

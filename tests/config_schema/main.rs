@@ -153,7 +153,7 @@ fn keys(s: &Value) -> Vec<(String, Value, bool)> {
 fn every_key_has_a_description_and_the_optional_ones_their_default() {
     let s = schema();
     let keys = keys(&s);
-    assert_eq!(keys.len(), 7 + 15 + 7 + 5 + 4 + 3 + 15 + 1 + 3, "{keys:#?}");
+    assert_eq!(keys.len(), 7 + 17 + 7 + 5 + 4 + 3 + 15 + 1 + 3, "{keys:#?}");
     let mut without_default = Vec::new();
     for (path, prop, required) in &keys {
         let d = prop["description"].as_str().unwrap_or("");
@@ -177,6 +177,7 @@ fn every_key_has_a_description_and_the_optional_ones_their_default() {
             "routes",
             "server",
             "tracing",
+            "server.decisions_listen",
             "server.public_url",
             "kratos.login_url",
             "kratos.public_url (required)",
@@ -271,8 +272,8 @@ fn defaults_durations_and_enumerations_are_what_the_parser_uses() {
             explicit.push_str(&format!("{k} = {d}\n"));
         }
     }
-    // server 14 defaults, kratos public_url + 5, cache 4, log 3, the route's 4 keys + 5 defaults.
-    assert_eq!(explicit.matches(" = ").count(), 14 + 6 + 4 + 3 + 4 + 5);
+    // server 15 defaults (decisions_listen has none), kratos public_url + 5, cache 4, log 3, the route's 4 keys + 5 defaults.
+    assert_eq!(explicit.matches(" = ").count(), 15 + 6 + 4 + 3 + 4 + 5);
     let with_defaults: RawConfig = toml::from_str(&explicit)
         .unwrap_or_else(|e| panic!("defaults do not parse: {e}\n{explicit}"));
     let implicit: RawConfig = toml::from_str(&minimal()).expect("minimal parses");
