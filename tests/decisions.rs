@@ -307,3 +307,24 @@ async fn untrusted_peers_and_malformed_questions_are_refused() {
         "{b}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_questions_get_no_body_and_the_ingress_request_id_carries_over() {
+    let g = start("127.0.0.1").await;
+    let base = format!("http://{}", g.proxy.decisions.expect("decisions"));
+    let r = client()
+        .head(format!("{base}/decisions/api/x"))
+        .header("host", HOST)
+        .header("x-request-id", "ingress-42")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 401);
+    assert_eq!(header(&r, "x-request-id"), Some("ingress-42"));
+    assert!(header(&r, "content-length").is_some_and(|l| l != "0"));
+    assert!(r.bytes().await.expect("body").is_empty());
+    // without an ingress id, sessiongate makes one
+    let r = ask(&g, Convention::Oathkeeper, "GET", "/public/x", &[]).await;
+    assert_eq!(r.status(), 200);
+    assert!(header(&r, "x-request-id").is_some_and(|v| v.len() >= 16));
+}

@@ -221,6 +221,11 @@ impl ServeHttp for Decisions {
                 "decision"
             );
         }
-        answer.response
+        let mut response = answer.response;
+        if session.req_header().method == http::Method::HEAD {
+            // the head of the answer (Content-Length included), never a body
+            response.body_mut().clear();
+        }
+        response
     }
 }
