@@ -328,3 +328,27 @@ async fn head_questions_get_no_body_and_the_ingress_request_id_carries_over() {
     assert_eq!(r.status(), 200);
     assert!(header(&r, "x-request-id").is_some_and(|v| v.len() >= 16));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_cookie_kratos_reissues_is_in_the_allow_answer() {
+    let g = start("127.0.0.1").await;
+    let spec = SessionSpec {
+        set_cookie: Some("ory_kratos_session=renewed; Path=/; HttpOnly".into()),
+        ..SessionSpec::default()
+    };
+    g.kratos.add_session("old", spec);
+    let r = ask(
+        &g,
+        Convention::ForwardAuth,
+        "GET",
+        "/api/x",
+        &[("cookie", "ory_kratos_session=old")],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let cookies: Vec<_> = r.headers().get_all("set-cookie").iter().collect();
+    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    assert!(cookies[0]
+        .to_str()
+        .is_ok_and(|c| c.starts_with("ory_kratos_session=renewed")));
+}

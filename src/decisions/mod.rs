@@ -5,7 +5,7 @@
 //!
 //! Answers:
 //! - allow: `200`, empty body, the route's identity headers and `X-Request-Id`, for the ingress
-//!   to copy upstream;
+//!   to copy upstream (and `Set-Cookie` when Kratos re-issued the session cookie, for the client);
 //! - deny: the route's own answer ([`GateError::to_response`]: 401 with `WWW-Authenticate`, 303
 //!   for redirect routes, 403 step-up, 429 and 503 with `Retry-After`, ...) plus `X-Request-Id`;
 //! - not a decision request: 403 JSON from an untrusted peer, 400 JSON for missing, repeated or
@@ -118,6 +118,12 @@ async fn decide(rt: &Runtime, session: &ServerSession, request_id: &str) -> Answ
             let mut response = Response::new(Vec::new());
             for (name, value) in admitted.identity {
                 response.headers_mut().insert(name, value);
+            }
+            // a session cookie Kratos re-issued during whoami, for ingresses that pass it on
+            for cookie in admitted.set_cookie {
+                if let Ok(v) = HeaderValue::from_maybe_shared(cookie) {
+                    response.headers_mut().append(http::header::SET_COOKIE, v);
+                }
             }
             response
                 .headers_mut()
