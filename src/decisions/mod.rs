@@ -22,6 +22,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderValue, Response, StatusCode, Uri, Version};
+use opentelemetry::context::FutureExt as _;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
@@ -29,7 +30,9 @@ use serde_json::json;
 use self::request::{Inbound, Original, Refusal, CONVENTION_HEADERS};
 use crate::admission::{self, RequestView};
 use crate::error::GateError;
-use crate::state::{Runtime, Shared};
+use crate::session::store::LookupKind;
+use crate::state::{InFlight, Runtime, Shared};
+use crate::telemetry::{RequestOutcome, RequestTrace};
 
 const X_REQUEST_ID: &str = "x-request-id";
 
@@ -49,6 +52,7 @@ struct Answer {
     response: Response<Vec<u8>>,
     route: Option<usize>,
     outcome: &'static str,
+    lookup: Option<LookupKind>,
 }
 
 /// The original request's headers as admission must see them: the decision request's headers
@@ -71,8 +75,13 @@ fn original_headers(
     Ok(out)
 }
 
-/// Decides one request on `rt`.
-async fn decide(rt: &Runtime, session: &ServerSession, request_id: &str) -> Answer {
+/// Decides one request on `rt`; the whoami call it may make is a child of `trace`'s span.
+async fn decide(
+    rt: &Runtime,
+    session: &ServerSession,
+    request_id: &str,
+    trace: &RequestTrace,
+) -> Answer {
     let req = session.req_header();
     let peer = session
         .client_addr()
@@ -98,6 +107,7 @@ async fn decide(rt: &Runtime, session: &ServerSession, request_id: &str) -> Answ
                 response: refusal_response(&refusal, request_id),
                 route: None,
                 outcome: "none",
+                lookup: None,
             }
         }
     };
@@ -112,7 +122,9 @@ async fn decide(rt: &Runtime, session: &ServerSession, request_id: &str) -> Answ
         headers: &headers,
         content_length_with_transfer_encoding: false,
     };
-    let decision = admission::admit(cfg, &rt.table, &rt.store, &view).await;
+    let decision = admission::admit(cfg, &rt.table, &rt.store, &view)
+        .with_context(trace.context().clone())
+        .await;
     match decision.verdict {
         Ok(admitted) => {
             let mut response = Response::new(Vec::new());
@@ -133,12 +145,14 @@ async fn decide(rt: &Runtime, session: &ServerSession, request_id: &str) -> Answ
                 response,
                 route: decision.route,
                 outcome: admitted.outcome,
+                lookup: decision.lookup,
             }
         }
         Err(err) => Answer {
             response: gate_response(&err, request_id),
             route: decision.route,
             outcome: err.outcome(),
+            lookup: decision.lookup,
         },
     }
 }
@@ -201,9 +215,14 @@ fn set_request_id(r: &mut Response<Vec<u8>>, request_id: &str) {
 impl ServeHttp for Decisions {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let started = Instant::now();
+        // a drain waits for questions in flight as for proxied requests
+        let _in_flight = InFlight::new(&self.shared);
         let rt = self.shared.runtime();
-        let request_id = crate::proxy::request_id(session.req_header());
-        let answer = decide(&rt, session, &request_id).await;
+        let req = session.req_header();
+        let request_id = crate::proxy::request_id(req);
+        // the ingress's trace context is the parent, as a client's is for the proxy
+        let trace = rt.tracing.start_request(&req.headers, &req.method);
+        let answer = decide(&rt, session, &request_id, &trace).await;
         let route = answer
             .route
             .and_then(|i| rt.config.routes.get(i))
@@ -215,6 +234,12 @@ impl ServeHttp for Decisions {
         if answer.outcome != "none" {
             metrics.auth_decision(route, answer.outcome);
         }
+        trace.finish(&RequestOutcome {
+            route,
+            status,
+            outcome: answer.outcome,
+            cache: answer.lookup.map(LookupKind::as_str),
+        });
         if self.shared.access_log() {
             tracing::info!(
                 target: "sessiongate::access",
@@ -223,6 +248,7 @@ impl ServeHttp for Decisions {
                 route,
                 status,
                 outcome = answer.outcome,
+                cache = answer.lookup.map_or("-", LookupKind::as_str),
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 "decision"
             );
