@@ -192,6 +192,26 @@ async fn nginx_auth_request_as_the_readme_configures_it() {
         Some("Bearer realm=\"sessiongate\"")
     );
 
+    // a client's own convention headers never pick the target: nginx sets X-Original-URI and
+    // -Method itself; a passed-through X-Original-URL naming the public route makes the question
+    // ambiguous (400), which nginx answers with 500 through the error location
+    let r = get("/api/x")
+        .header("X-Original-Method", "GET")
+        .header("X-Original-URI", "/public/x")
+        .header("X-Original-URL", "http://app.example.com/public/x")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 500);
+    let r = get("/api/x")
+        .header("X-Forwarded-Method", "GET")
+        .header("X-Forwarded-Host", "app.example.com")
+        .header("X-Forwarded-Uri", "/public/x")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 500);
+
     // aal1 session on an aal2 route: 403
     let r = get("/admin/x")
         .header("X-Session-Token", "tok")

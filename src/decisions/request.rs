@@ -5,7 +5,8 @@
 //! - **nginx** (`auth_request`, ingress-nginx `auth-url`): `X-Original-Method` plus
 //!   `X-Original-URI` (the target; the host is the decision request's `Host`, which the
 //!   documented config sets to `$host`) and/or `X-Original-URL` (absolute URL, as ingress-nginx
-//!   sends it; its authority is the host). When both are present they must name the same target.
+//!   sends it; its authority is the host). When both are present (one may be a client's copy the
+//!   ingress passed through) they must name the same target, and the URL the `Host`.
 //! - **forward auth** (Traefik `forwardAuth`, Caddy `forward_auth`): `X-Forwarded-Method`,
 //!   `X-Forwarded-Host` and `X-Forwarded-Uri`, all required.
 //! - **Envoy** ext_authz (HTTP service): the request's own method and `Host`, its target after
@@ -14,7 +15,8 @@
 //!   `X-Forwarded-Method` or the request's own, the host from `X-Forwarded-Host` or `Host`.
 //!
 //! Only peers in `server.trusted_proxies` are answered at all (403); a request that carries the
-//! headers of two conventions, repeats one of them or misses a required one is a 400.
+//! headers of two conventions (a path form counts as one), repeats one of them or misses a
+//! required one is a 400.
 
 use std::net::IpAddr;
 
@@ -129,6 +131,15 @@ pub fn original(
             "X-Original-* and X-Forwarded-Uri together",
         ));
     }
+    // A path form with a header convention's headers: an ingress that passes client headers
+    // through (Envoy with broad `allowed_headers`) must not let the client pick another target.
+    let path_form = (!envoy_prefix.is_empty() && strip_prefix(req.target, envoy_prefix).is_some())
+        || strip_prefix(req.target, OATHKEEPER_PREFIX).is_some();
+    if path_form && (nginx || forward) {
+        return Err(Refusal::Ambiguous(
+            "a /decisions or decisions_path_prefix path with X-Original-* or X-Forwarded-Uri",
+        ));
+    }
     if nginx {
         return from_nginx(h);
     }
@@ -194,10 +205,17 @@ fn from_nginx(h: &HeaderMap) -> Result<Original, Refusal> {
                     .as_bytes(),
                 "X-Original-URL",
             )?;
-            if uri.as_ref().is_some_and(|u| *u != from_url) {
-                return Err(Refusal::Ambiguous(
-                    "X-Original-URI and X-Original-URL disagree",
-                ));
+            // Both: one may be a client's copy passed through; believe them only when the URL
+            // names the same target and the same host as the ingress's `Host`.
+            if let Some(u) = &uri {
+                let host = single(h, HOST.as_str(), "Host")?;
+                if *u != from_url
+                    || !host.is_some_and(|v| v.eq_ignore_ascii_case(authority.as_str()))
+                {
+                    return Err(Refusal::Ambiguous(
+                        "X-Original-URI and X-Original-URL disagree",
+                    ));
+                }
             }
             (Some(authority.as_str().to_owned()), from_url)
         }

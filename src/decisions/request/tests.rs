@@ -70,11 +70,27 @@ fn conventions() {
             method: "GET",
             target: "/",
             headers: &[
+                ("host", "A.example"),
                 ("x-original-method", "GET"),
                 ("x-original-uri", "/api/x"),
                 ("x-original-url", "http://a.example/api/x"),
             ],
             want: Ok((Nginx, "GET", Some("a.example"), "/api/x")),
+        },
+        Case {
+            name: "nginx: a client's X-Original-URL naming another host",
+            peer: TRUSTED,
+            method: "GET",
+            target: "/",
+            headers: &[
+                ("host", "app.example.com"),
+                ("x-original-method", "GET"),
+                ("x-original-uri", "/api/x"),
+                ("x-original-url", "http://anonymous.example.com/api/x"),
+            ],
+            want: Err(Refusal::Ambiguous(
+                "X-Original-URI and X-Original-URL disagree",
+            )),
         },
         Case {
             name: "nginx: URI and URL disagreeing",
@@ -229,6 +245,34 @@ fn conventions() {
             target: "/decisionsx",
             headers: &[],
             want: Err(Refusal::NoConvention),
+        },
+        Case {
+            name: "envoy path with a client's X-Original-URI",
+            peer: TRUSTED,
+            method: "GET",
+            target: "/ext_authz/api/x",
+            headers: &[
+                ("host", "a"),
+                ("x-original-method", "GET"),
+                ("x-original-uri", "/public/x"),
+            ],
+            want: Err(Refusal::Ambiguous(
+                "a /decisions or decisions_path_prefix path with X-Original-* or X-Forwarded-Uri",
+            )),
+        },
+        Case {
+            name: "/decisions path with a client's X-Forwarded-Uri",
+            peer: TRUSTED,
+            method: "GET",
+            target: "/decisions/api/x",
+            headers: &[
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-host", "a"),
+                ("x-forwarded-uri", "/public/x"),
+            ],
+            want: Err(Refusal::Ambiguous(
+                "a /decisions or decisions_path_prefix path with X-Original-* or X-Forwarded-Uri",
+            )),
         },
         Case {
             name: "untrusted peer, even with valid headers",
