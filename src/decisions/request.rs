@@ -15,8 +15,10 @@
 //!   `X-Forwarded-Method` or the request's own, the host from `X-Forwarded-Host` or `Host`.
 //!
 //! Only peers in `server.trusted_proxies` are answered at all (403); a request that carries the
-//! headers of two conventions (a path form counts as one), repeats one of them or misses a
-//! required one is a 400.
+//! headers of two conventions, repeats one of them or misses a required one is a 400. A header
+//! convention on an Envoy path is a 400 (Envoy never sends those headers: a client did); on a
+//! `/decisions` path it counts when the path is `/decisions` alone (an ingress still pointed at
+//! an Oathkeeper address) or names the same target.
 
 use std::net::IpAddr;
 
@@ -131,40 +133,48 @@ pub fn original(
             "X-Original-* and X-Forwarded-Uri together",
         ));
     }
-    // A path form with a header convention's headers: an ingress that passes client headers
-    // through (Envoy with broad `allowed_headers`) must not let the client pick another target.
-    let path_form = (!envoy_prefix.is_empty() && strip_prefix(req.target, envoy_prefix).is_some())
-        || strip_prefix(req.target, OATHKEEPER_PREFIX).is_some();
-    if path_form && (nginx || forward) {
+    // An Envoy path with a header convention's headers: Envoy never sends them itself, so they
+    // are a client's, passed through (broad `allowed_headers`), and must not pick the target.
+    let envoy = if envoy_prefix.is_empty() {
+        None
+    } else {
+        strip_prefix(req.target, envoy_prefix)
+    };
+    if envoy.is_some() && (nginx || forward) {
         return Err(Refusal::Ambiguous(
-            "a /decisions or decisions_path_prefix path with X-Original-* or X-Forwarded-Uri",
+            "a decisions_path_prefix path with X-Original-* or X-Forwarded-Uri",
         ));
     }
-    if nginx {
-        return from_nginx(h);
+    let oathkeeper = strip_prefix(req.target, OATHKEEPER_PREFIX);
+    if nginx || forward {
+        let original = if nginx {
+            from_nginx(h)?
+        } else {
+            from_forward_auth(h)?
+        };
+        // An ingress once pointed at Oathkeeper asks on `/decisions` (Traefik's `address`), or on
+        // `/decisions<target>` with the same target in its headers; another target means one of
+        // them is a client's header, passed through.
+        if let Some(rest) = oathkeeper {
+            if !(rest.is_empty() || rest == b"/")
+                && origin_form(rest, "target after /decisions")? != original.target
+            {
+                return Err(Refusal::Ambiguous(
+                    "a /decisions path naming another target than the headers",
+                ));
+            }
+        }
+        return Ok(original);
     }
-    if forward {
+    if let Some(rest) = envoy {
         return Ok(Original {
-            convention: Convention::ForwardAuth,
-            method: method(required(h, "x-forwarded-method", "X-Forwarded-Method")?)?,
-            host: Some(required(h, "x-forwarded-host", "X-Forwarded-Host")?.to_owned()),
-            target: origin_form(
-                required(h, "x-forwarded-uri", "X-Forwarded-Uri")?.as_bytes(),
-                "X-Forwarded-Uri",
-            )?,
+            convention: Convention::Envoy,
+            method: req.method.clone(),
+            host: single(h, HOST.as_str(), "Host")?.map(str::to_owned),
+            target: origin_form(rest, "target after decisions_path_prefix")?,
         });
     }
-    if !envoy_prefix.is_empty() {
-        if let Some(rest) = strip_prefix(req.target, envoy_prefix) {
-            return Ok(Original {
-                convention: Convention::Envoy,
-                method: req.method.clone(),
-                host: single(h, HOST.as_str(), "Host")?.map(str::to_owned),
-                target: origin_form(rest, "target after decisions_path_prefix")?,
-            });
-        }
-    }
-    if let Some(rest) = strip_prefix(req.target, OATHKEEPER_PREFIX) {
+    if let Some(rest) = oathkeeper {
         let method = match single(h, "x-forwarded-method", "X-Forwarded-Method")? {
             Some(m) => self::method(m)?,
             None => req.method.clone(),
@@ -181,6 +191,19 @@ pub fn original(
         });
     }
     Err(Refusal::NoConvention)
+}
+
+/// Traefik, Caddy: `X-Forwarded-Method`, `X-Forwarded-Host` and `X-Forwarded-Uri`, all required.
+fn from_forward_auth(h: &HeaderMap) -> Result<Original, Refusal> {
+    Ok(Original {
+        convention: Convention::ForwardAuth,
+        method: method(required(h, "x-forwarded-method", "X-Forwarded-Method")?)?,
+        host: Some(required(h, "x-forwarded-host", "X-Forwarded-Host")?.to_owned()),
+        target: origin_form(
+            required(h, "x-forwarded-uri", "X-Forwarded-Uri")?.as_bytes(),
+            "X-Forwarded-Uri",
+        )?,
+    })
 }
 
 /// nginx: `X-Original-Method` with `X-Original-URI` and/or `X-Original-URL`.

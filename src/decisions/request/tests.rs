@@ -257,7 +257,7 @@ fn conventions() {
                 ("x-original-uri", "/public/x"),
             ],
             want: Err(Refusal::Ambiguous(
-                "a /decisions or decisions_path_prefix path with X-Original-* or X-Forwarded-Uri",
+                "a decisions_path_prefix path with X-Original-* or X-Forwarded-Uri",
             )),
         },
         Case {
@@ -271,8 +271,32 @@ fn conventions() {
                 ("x-forwarded-uri", "/public/x"),
             ],
             want: Err(Refusal::Ambiguous(
-                "a /decisions or decisions_path_prefix path with X-Original-* or X-Forwarded-Uri",
+                "a /decisions path naming another target than the headers",
             )),
+        },
+        Case {
+            name: "Traefik still pointed at /decisions (an Oathkeeper address)",
+            peer: TRUSTED,
+            method: "GET",
+            target: "/decisions",
+            headers: &[
+                ("x-forwarded-method", "POST"),
+                ("x-forwarded-host", "app.example.com"),
+                ("x-forwarded-uri", "/api/x"),
+            ],
+            want: Ok((ForwardAuth, "POST", Some("app.example.com"), "/api/x")),
+        },
+        Case {
+            name: "nginx on /decisions<target> with the same target in its headers",
+            peer: TRUSTED,
+            method: "GET",
+            target: "/decisions/api/x?q",
+            headers: &[
+                ("host", "app.example.com"),
+                ("x-original-method", "DELETE"),
+                ("x-original-uri", "/api/x?q"),
+            ],
+            want: Ok((Nginx, "DELETE", Some("app.example.com"), "/api/x?q")),
         },
         Case {
             name: "untrusted peer, even with valid headers",
