@@ -271,6 +271,12 @@ async fn untrusted_peers_and_malformed_questions_are_refused() {
         0,
         "an untrusted peer never costs a whoami"
     );
+    assert_eq!(
+        g.proxy
+            .metric("sessiongate_requests_total{route=\"none\",status=\"403\"}")
+            .await,
+        5.0
+    );
     drop(g);
 
     let g = start("127.0.0.1").await;

@@ -11,8 +11,9 @@
 //! - not a decision request: 403 JSON from an untrusted peer, 400 JSON for missing, repeated or
 //!   mixed convention headers.
 //!
-//! Metrics: the same `sessiongate_requests_total` / `sessiongate_auth_decisions_total` series as
-//! the proxy, by route (no listener label); refusals before a route is known count as `no_route`.
+//! Metrics: the same `sessiongate_requests_total` / `sessiongate_auth_decisions_total` /
+//! `sessiongate_stale_sessions_served_total` series as the proxy, by route (no listener label);
+//! refusals before a route is known count under route `none`.
 
 pub mod request;
 
@@ -30,6 +31,7 @@ use serde_json::json;
 use self::request::{Inbound, Original, Refusal, CONVENTION_HEADERS};
 use crate::admission::{self, RequestView};
 use crate::error::GateError;
+use crate::metrics::Metrics;
 use crate::session::store::LookupKind;
 use crate::state::{InFlight, Runtime, Shared};
 use crate::telemetry::{RequestOutcome, RequestTrace};
@@ -81,6 +83,7 @@ async fn decide(
     session: &ServerSession,
     request_id: &str,
     trace: &RequestTrace,
+    metrics: &Metrics,
 ) -> Answer {
     let req = session.req_header();
     let peer = session
@@ -127,6 +130,11 @@ async fn decide(
         .await;
     match decision.verdict {
         Ok(admitted) => {
+            if admitted.stale {
+                if let Some(route) = decision.route.and_then(|i| cfg.routes.get(i)) {
+                    metrics.stale_served(&route.name);
+                }
+            }
             let mut response = Response::new(Vec::new());
             for (name, value) in admitted.identity {
                 response.headers_mut().insert(name, value);
@@ -222,7 +230,7 @@ impl ServeHttp for Decisions {
         let request_id = crate::proxy::request_id(req);
         // the ingress's trace context is the parent, as a client's is for the proxy
         let trace = rt.tracing.start_request(&req.headers, &req.method);
-        let answer = decide(&rt, session, &request_id, &trace).await;
+        let answer = decide(&rt, session, &request_id, &trace, &self.shared.metrics).await;
         let route = answer
             .route
             .and_then(|i| rt.config.routes.get(i))
