@@ -20,6 +20,9 @@ bash scripts/chromium.sh
 bash scripts/prometheus.sh
 # redis-server for the fleet tests (tests/fleet.rs: three replicas sharing one Redis).
 bash scripts/redis.sh
+# nginx, Traefik, Caddy and Envoy in front of the decision API (tests/decisions_nginx.rs,
+# tests/decisions_ingresses.rs).
+bash scripts/ingresses.sh
 promtool check rules deploy/prometheus/alerts.yaml
 promtool test rules deploy/prometheus/alerts.test.yaml
 cargo test --workspace --no-fail-fast

@@ -39,6 +39,7 @@ pub mod admission;
 pub mod config;
 pub mod connections;
 pub mod credential;
+pub mod decisions;
 pub mod edge;
 pub mod error;
 pub mod fleet;

@@ -35,11 +35,12 @@ pub fn reload_from(shared: &Shared, path: &Path) -> bool {
     let (old, new) = (&current.config.server, &next.server);
     if old.listen != new.listen
         || old.admin_listen != new.admin_listen
+        || old.decisions_listen != new.decisions_listen
         || old.threads != new.threads
         || old.limits.max_connections != new.limits.max_connections
     {
         tracing::warn!(
-            "server.listen, server.admin_listen, server.threads and server.max_connections change only on restart"
+            "server.listen, server.admin_listen, server.decisions_listen, server.threads and server.max_connections change only on restart"
         );
     }
     match shared.reload(next) {

@@ -1,5 +1,5 @@
 //! Assembling and running the pingora server: the proxy service on `server.listen`, the admin service
-//! on `server.admin_listen`, and the signal handling around them.
+//! on `server.admin_listen`, the decision API on `server.decisions_listen` (when set), and the signal handling around them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use pingora::services::listening::Service;
 use crate::admin::Admin;
 use crate::config::Config;
 use crate::connections::{ConnectionGate, ConnectionMetrics};
+use crate::decisions::Decisions;
 use crate::proxy::Proxy;
 use crate::state::{BuildError, Shared};
 
@@ -44,6 +45,7 @@ pub fn build(config: Config) -> Result<Sessiongate, BuildError> {
     };
     let listen = config.server.listen;
     let admin_listen = config.server.admin_listen;
+    let decisions_listen = config.server.decisions_listen;
     let threads = config.server.threads;
     let max_connections = config.server.limits.max_connections;
 
@@ -70,6 +72,15 @@ pub fn build(config: Config) -> Result<Sessiongate, BuildError> {
 
     server.add_service(proxy);
     server.add_service(admin);
+    if let Some(addr) = decisions_listen {
+        let mut decisions = Service::new(
+            "sessiongate decisions".to_string(),
+            Decisions::new(Arc::clone(&shared)),
+        );
+        decisions.add_tcp(&addr.to_string());
+        decisions.threads = Some(threads);
+        server.add_service(decisions);
+    }
     Ok(Sessiongate { server, shared })
 }
 

@@ -88,6 +88,13 @@ pub struct RawServer {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "super::json_schema::HumanDuration")]
     pub downstream_keepalive_timeout: Duration,
+    /// Decision API listener for ingresses (nginx `auth_request`, Traefik/Caddy forward auth,
+    /// Envoy ext_authz, Oathkeeper-style `/decisions/<path>`), ip:port; unset: off. Must differ from
+    /// `listen` and `admin_listen`; only peers in `trusted_proxies` get answers (restart to change).
+    pub decisions_listen: Option<String>,
+    /// Envoy ext_authz (HTTP service): the `path_prefix` Envoy puts before the original path on
+    /// the decision listener ("" or "/..." without a trailing slash).
+    pub decisions_path_prefix: String,
     /// Reload the configuration when the file changes (polled), besides on SIGHUP.
     pub watch_config: bool,
     /// How often the file is polled when `watch_config` is on (> 0).
@@ -112,6 +119,8 @@ impl Default for RawServer {
             downstream_read_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             downstream_keepalive_timeout: Duration::from_secs(60),
+            decisions_listen: None,
+            decisions_path_prefix: String::new(),
             watch_config: false,
             watch_interval: Duration::from_secs(2),
         }

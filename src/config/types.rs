@@ -79,6 +79,10 @@ pub struct ServerConfig {
     pub grace_period: Duration,
     /// Request and upstream limits.
     pub limits: LimitsConfig,
+    /// The decision API listener (`crate::decisions`); never the same as `listen`/`admin_listen`.
+    pub decisions_listen: Option<SocketAddr>,
+    /// The prefix Envoy ext_authz puts before the original path ("" or `/...`, no trailing `/`).
+    pub decisions_path_prefix: String,
     /// Reload when the file changes (polled every `watch_interval`), besides on SIGHUP.
     pub watch_config: bool,
     /// How often the file is polled when `watch_config` is on (greater than zero).

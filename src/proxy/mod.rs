@@ -3,7 +3,7 @@
 
 mod edge;
 mod jwks;
-mod request_id;
+pub(crate) mod request_id;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use pingora::http::RequestHeader;
 
 /// The request id header, on the upstream request and on every answer.
-pub(super) const X_REQUEST_ID: &str = "x-request-id";
+pub(crate) const X_REQUEST_ID: &str = "x-request-id";
 
 static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// The client's `X-Request-Id` when it is short and plain, else a new one.
-pub(super) fn request_id(req: &RequestHeader) -> String {
+pub(crate) fn request_id(req: &RequestHeader) -> String {
     if let Some(v) = req.headers.get(X_REQUEST_ID) {
         let b = v.as_bytes();
         if !b.is_empty()

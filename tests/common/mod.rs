@@ -24,6 +24,8 @@ pub use sessiongate_testkit::{Behavior, EchoUpstream, KratosDouble, SessionSpec}
 pub struct TestProxy {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// The decision API listener, when started with [`TestProxy::start_with_decisions`].
+    pub decisions: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     stop: Arc<Notify>,
     thread: Option<JoinHandle<()>>,
@@ -58,6 +60,15 @@ impl TestProxy {
     /// [`TestProxy::start_with_env`] with the public listener on `port` (for peers that must know
     /// the proxy's origin before it starts, like a real Kratos whose `base_url` it is).
     pub fn start_at(config: &str, port: u16, env: &[(&str, &str)]) -> TestProxy {
+        Self::start_inner(config, port, env, false)
+    }
+
+    /// [`TestProxy::start_with_env`] plus the decision API on a third free port.
+    pub fn start_with_decisions(config: &str, env: &[(&str, &str)]) -> TestProxy {
+        Self::start_inner(config, free_port(), env, true)
+    }
+
+    fn start_inner(config: &str, port: u16, env: &[(&str, &str)], decisions: bool) -> TestProxy {
         let listen = format!("127.0.0.1:{port}");
         // Two binds to port 0 in a row can get the same port back once the first is closed: the
         // admin listener must not be given the public one (the config check refuses that).
@@ -78,6 +89,19 @@ impl TestProxy {
                 "\"0s\"".to_string(),
             ),
         ];
+        let decisions = decisions.then(|| {
+            let p = (0..100)
+                .map(|_| free_port())
+                .find(|p| *p != port && *p != admin_port)
+                .expect("a third free port");
+            SocketAddr::from(([127, 0, 0, 1], p))
+        });
+        if let Some(d) = decisions {
+            vars.push((
+                "SESSIONGATE__SERVER__DECISIONS_LISTEN".to_string(),
+                d.to_string(),
+            ));
+        }
         for (k, v) in env {
             vars.push((k.to_string(), v.to_string()));
         }
@@ -93,6 +117,7 @@ impl TestProxy {
         let proxy = TestProxy {
             addr: listen.parse().expect("addr"),
             admin: admin.parse().expect("addr"),
+            decisions,
             shared,
             stop,
             thread: Some(thread),
@@ -107,7 +132,10 @@ impl TestProxy {
 
     fn wait_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        for addr in [self.addr, self.admin] {
+        for addr in [Some(self.addr), Some(self.admin), self.decisions]
+            .into_iter()
+            .flatten()
+        {
             while TcpStream::connect(addr).is_err() {
                 assert!(
                     Instant::now() < deadline,

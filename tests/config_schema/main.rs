@@ -170,7 +170,7 @@ fn every_key_has_a_description_and_the_optional_ones_their_default() {
     // root, server, kratos, cache, cache.shared, log, routes[], admin, tracing, identity_token
     assert_eq!(
         keys.len(),
-        8 + 15 + 7 + 5 + 4 + 3 + 19 + 1 + 3 + 4,
+        8 + 17 + 7 + 5 + 4 + 3 + 19 + 1 + 3 + 4,
         "{keys:#?}"
     );
     let mut without_default = Vec::new();
@@ -197,6 +197,7 @@ fn every_key_has_a_description_and_the_optional_ones_their_default() {
             "routes",
             "server",
             "tracing",
+            "server.decisions_listen",
             "server.public_url",
             "kratos.login_url",
             "kratos.public_url (required)",
@@ -296,8 +297,9 @@ fn defaults_durations_and_enumerations_are_what_the_parser_uses() {
             explicit.push_str(&format!("{k} = {d}\n"));
         }
     }
-    // server 14 defaults, kratos public_url + 5, cache 4, log 3, the route's 4 keys + 7 defaults.
-    assert_eq!(explicit.matches(" = ").count(), 14 + 6 + 4 + 3 + 4 + 7);
+    // server 15 defaults (decisions_listen has none), kratos public_url + 5, cache 4, log 3, the
+    // route's 4 keys + 7 defaults.
+    assert_eq!(explicit.matches(" = ").count(), 15 + 6 + 4 + 3 + 4 + 7);
     let with_defaults: RawConfig = toml::from_str(&explicit)
         .unwrap_or_else(|e| panic!("defaults do not parse: {e}\n{explicit}"));
     let implicit: RawConfig = toml::from_str(&minimal()).expect("minimal parses");

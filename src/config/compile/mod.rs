@@ -5,10 +5,12 @@
 //! - this module: `[server]`, `[kratos]`, `[cache]`, `[log]`, and assembling the [`Config`].
 //! - [`traces`]: `[tracing]` (span export).
 //! - [`route`]: one `[[routes]]` entry, and conflicts between routes.
+//! - [`decisions`]: the decision API's `server.decisions_*` keys.
 //! - [`edge`]: the keys of a `kratos_edge` route.
 //! - [`fleet`]: `[cache.shared]` (Redis) and `[admin]` (the purge API's token).
 //! - [`validate`]: the checks every section shares and the issue collector.
 
+mod decisions;
 mod edge;
 mod fleet;
 mod identity_token;
@@ -48,6 +50,7 @@ pub(super) fn compile(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
             );
         }
     }
+    let decisions_listen = decisions::check(&raw.server, listen, admin_listen, &mut issues);
     if raw.server.threads == 0 {
         issues.push("server.threads", "must be at least 1");
     }
@@ -243,6 +246,8 @@ pub(super) fn compile(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
                 max_connections: raw.server.max_connections,
                 downstream_keepalive_timeout: raw.server.downstream_keepalive_timeout,
             },
+            decisions_listen,
+            decisions_path_prefix: raw.server.decisions_path_prefix.clone(),
             watch_config: raw.server.watch_config,
             watch_interval: raw.server.watch_interval,
         },
