@@ -19,17 +19,19 @@
 //! | [`session`] | the whoami client, the session projection, the cache with coalescing |
 //! | [`policy`] | route policy + session -> forward or answer |
 //! | [`edge`] | the Kratos edge: Kratos's public API on the app's domain, URL/cookie/body rewriting |
-//! | [`identity`] | identity header templates, stripping of client-sent copies |
+//! | [`identity`] | identity header templates, stripping of client-sent copies, signed identity tokens and their JWKS |
 //! | [`forwarding`] | forwarding and re-routing headers only trusted proxies may send |
 //! | [`error`] | every answer sessiongate gives itself, and its HTTP form |
 //! | [`fleet`] | several replicas as one cache on Redis: purge broadcast, shared L2 cache, purge API |
 //! | [`proxy`] | the pingora `ProxyHttp` hooks, delegating to the above |
+//! | [`decisions`] | the decision API for ingresses (nginx `auth_request`, forward auth, Envoy `ext_authz`): a question rebuilt into a `RequestView`, answered by admission |
 //! | [`connections`] | downstream connection limit, keep-alive idle timeout, the idle wait outside the proxy |
 //! | [`admin`] | health and metrics listener |
 //! | [`metrics`] | Prometheus metrics with bounded labels |
 //! | [`state`] | the reloadable runtime shared by proxy and admin |
 //! | [`telemetry`] | W3C trace context propagation, optional OTLP span export |
 //! | [`reload`] | SIGHUP and file-watch reloads |
+//! | [`logging`] | log format and the access log |
 //! | [`server`] | assembling and running the pingora server |
 //!
 //! The binary (`src/main.rs`) only parses the command line, sets up logging and calls [`server`].

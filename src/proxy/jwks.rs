@@ -33,12 +33,5 @@ pub(super) async fn write(
     header.insert_header(http::header::CACHE_CONTROL, cache_control)?;
     header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     header.insert_header(super::X_REQUEST_ID, request_id)?;
-    let head_only = session.req_header().method == http::Method::HEAD;
-    session
-        .write_response_header(Box::new(header), head_only)
-        .await?;
-    if !head_only {
-        session.write_response_body(Some(body), true).await?;
-    }
-    Ok(())
+    super::write_answer(session, header, body).await
 }

@@ -128,15 +128,20 @@ impl Proxy {
                 })?,
             )?;
         }
-        let head_only = session.req_header().method == http::Method::HEAD;
-        session
-            .write_response_header(Box::new(header), head_only)
-            .await?;
-        if !head_only {
-            session.write_response_body(Some(body), true).await?;
-        }
-        Ok(())
+        write_answer(session, header, body).await
     }
+}
+
+/// Writes an answer sessiongate gives itself: the head, and the body unless the request is a HEAD.
+async fn write_answer(session: &mut Session, header: ResponseHeader, body: Bytes) -> Result<()> {
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(header), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
 }
 
 #[async_trait]
