@@ -210,6 +210,9 @@ def ratios_md(cases):
         ("sg-anon", "direct", "sessiongate anonymous vs the upstream directly"),
         ("sg-anon", "nginx-plain", "sessiongate anonymous vs nginx plain proxy"),
         ("sg-nocache-1k", "nginx-authreq-1k", "sessiongate without cache vs nginx auth_request without cache"),
+        ("nginx-authreq-sg-1k", "nginx-authreq-1k", "nginx auth_request to sessiongate's decision API (cached) vs to whoami directly (no cache)"),
+        ("nginx-authreq-sg-1k", "nginx-authreq-cache-1k", "nginx auth_request to sessiongate's decision API vs nginx auth_request + proxy_cache"),
+        ("nginx-authreq-sg-1k", "sg-session-1k", "nginx auth_request to sessiongate's decision API vs sessiongate proxying itself (warm cache)"),
         ("sg-nocache-1k", "envoy-extauthz-1k", "sessiongate without cache vs Envoy ext_authz"),
         ("sg-nocache-1k", "traefik-forwardauth-1k", "sessiongate without cache vs Traefik forwardAuth"),
         ("sg-nocache-1k", "caddy-forwardauth-1k", "sessiongate without cache vs Caddy forward_auth"),
@@ -290,7 +293,7 @@ def chart(cases, path, env):
     rows = [r for r in cases if r["kind"] == "wrk"]
     if not rows:
         return False
-    colors = {"none": "#9e9e9e", "sg": "#1f77b4", "sg-nocache": "#6baed6", "nginx": "#2ca02c",
+    colors = {"none": "#9e9e9e", "sg": "#1f77b4", "sg-nocache": "#6baed6", "nginx": "#2ca02c", "nginx-sg": "#98df8a",
               "envoy": "#d62728", "traefik": "#9467bd", "caddy": "#ff7f0e",
               "oathkeeper": "#8c564b"}
     names = [r["name"] for r in rows][::-1]

@@ -20,7 +20,7 @@
 #   BURST_TOKENS=1000 BURST_FANOUT=20 BURST_WAVE=250   cold burst (tokens x fanout requests, by waves)
 #   MEM_SIZES="100000 1000000"                          memory mode sizes
 #   PORT_BASE=21000     loopback ports PORT_BASE+0 (upstream), +1 (whoami), +10/+11 (sessiongate),
-#                       +20 (nginx), +30/+31 (envoy), +40 (traefik), +50 (caddy),
+#                       +12 (sessiongate decision API, nginx-authreq-sg-1k), +20 (nginx), +30/+31 (envoy), +40 (traefik), +50 (caddy),
 #                       +60/+61/+62 (oathkeeper proxy/api/metrics)
 #   SKIP_INSTALL=1      do not apt-get / pip install       SKIP_BUILD=1   use the binaries already built
 #   OATHKEEPER_BIN      Ory Oathkeeper to use (default: built by scripts/ory.sh build-oathkeeper into
@@ -62,13 +62,13 @@ MEM_SIZES=${MEM_SIZES:-100000 1000000}
 PORT_BASE=${PORT_BASE:-21000}
 UPSTREAM=127.0.0.1:$((PORT_BASE + 0))
 WHOAMI=127.0.0.1:$((PORT_BASE + 1))
-SG_PORT=$((PORT_BASE + 10)) SG_ADMIN=$((PORT_BASE + 11))
+SG_PORT=$((PORT_BASE + 10)) SG_ADMIN=$((PORT_BASE + 11)) SG_DECISIONS=$((PORT_BASE + 12))
 NGINX_PORT=$((PORT_BASE + 20))
 ENVOY_PORT=$((PORT_BASE + 30)) ENVOY_ADMIN=$((PORT_BASE + 31))
 TRAEFIK_PORT=$((PORT_BASE + 40))
 CADDY_PORT=$((PORT_BASE + 50))
 OATHKEEPER_PORT=$((PORT_BASE + 60)) OATHKEEPER_API=$((PORT_BASE + 61)) OATHKEEPER_METRICS=$((PORT_BASE + 62))
-ALL_PORTS="${UPSTREAM##*:} ${WHOAMI##*:} $SG_PORT $SG_ADMIN $NGINX_PORT $ENVOY_PORT $ENVOY_ADMIN $TRAEFIK_PORT $CADDY_PORT"
+ALL_PORTS="${UPSTREAM##*:} ${WHOAMI##*:} $SG_PORT $SG_ADMIN $SG_DECISIONS $NGINX_PORT $ENVOY_PORT $ENVOY_ADMIN $TRAEFIK_PORT $CADDY_PORT"
 ALL_PORTS+=" $OATHKEEPER_PORT $OATHKEEPER_API $OATHKEEPER_METRICS"
 
 STUB_BIN=$HERE/stub/target/release/sessiongate-loadstub
@@ -94,6 +94,7 @@ nginx-plain|nginx|http://127.0.0.1:$NGINX_PORT/plain/x|0|wrk|nginx, plain proxy
 nginx-authreq-1k|nginx|http://127.0.0.1:$NGINX_PORT/auth/x|1000|wrk|nginx auth_request, no cache, 1,000 tokens
 nginx-authreq-nobody-1k|nginx|http://127.0.0.1:$NGINX_PORT/authnobody/x|1000|wrk|nginx auth_request, no cache, auth answer without body (not Kratos), 1,000 tokens
 nginx-authreq-cache-1k|nginx|http://127.0.0.1:$NGINX_PORT/authcache/x|1000|wrk|nginx auth_request + proxy_cache on the token, warm, 1,000 tokens
+nginx-authreq-sg-1k|nginx-sg|http://127.0.0.1:$NGINX_PORT/authsg/x|1000|wrk|nginx auth_request -> sessiongate decision API (cached), 1,000 tokens (both on the proxy CPU)
 nginx-burst|nginx|http://127.0.0.1:$NGINX_PORT/authcache/burst|0|burst|nginx auth_request + proxy_cache (cache_lock), cold burst
 envoy-plain|envoy|http://127.0.0.1:$ENVOY_PORT/plain/x|0|wrk|Envoy, plain proxy
 envoy-extauthz-1k|envoy|http://127.0.0.1:$ENVOY_PORT/auth/x|1000|wrk|Envoy ext_authz (HTTP), 1,000 tokens
@@ -290,7 +291,9 @@ render() { # TEMPLATE OUTPUT
         -e "s|@WHOAMI_HOST@|${WHOAMI%:*}|g" -e "s|@WHOAMI_PORT@|${WHOAMI##*:}|g" \
         -e "s|@LISTEN_PORT@|${LISTEN_PORT:?}|g" -e "s|@ADMIN_PORT@|${ADMIN_PORT:-0}|g" \
         -e "s|@MAX_ENTRIES@|${MAX_ENTRIES:-2000000}|g" -e "s|@MAX_TTL@|${MAX_TTL:-60s}|g" \
-        -e "s|@NEGATIVE_TTL@|${NEGATIVE_TTL:-5s}|g" -e "s|@METRICS_PORT@|${METRICS_PORT:-0}|g" "$1" >"$2"
+        -e "s|@NEGATIVE_TTL@|${NEGATIVE_TTL:-5s}|g" -e "s|@METRICS_PORT@|${METRICS_PORT:-0}|g" \
+        -e "s|@SG_DECISIONS@|127.0.0.1:$SG_DECISIONS|g" \
+        -e "s|@DECISIONS@|${DECISIONS:-# no decision API (only the nginx-authreq-sg-1k case turns it on)}|" "$1" >"$2"
 }
 
 start_stub() {
@@ -300,7 +303,9 @@ start_stub() {
     wait_status "http://$UPSTREAM/" 200 10 || die "upstream stand-in did not start"
 }
 
-# start_proxy KIND: starts one proxy; PROXY_PID (main pid), READY_URL.
+# start_proxy KIND: starts one proxy; PROXY_PID (main pid), SIDE_PID (a second process of the same
+# case, counted with the proxy: sessiongate behind nginx in nginx-sg), READY_URL.
+SIDE_PID=
 start_proxy() {
     local kind=$1
     case $kind in
@@ -312,6 +317,18 @@ start_proxy() {
         PROXY_PID=$LAST_PID
         wait_status "http://127.0.0.1:$SG_ADMIN/health/ready" 200 30 ||
             die "sessiongate did not become ready: $(tail -20 "$RUN/$kind.log")"
+        ;;
+    nginx-sg)
+        # sessiongate as nginx's auth_request target (decision API, cache as in the sg cases), on the
+        # proxy CPU with nginx: the pair is measured as one proxy (CPU and RSS summed).
+        LISTEN_PORT=$SG_PORT ADMIN_PORT=$SG_ADMIN MAX_TTL=60s NEGATIVE_TTL=5s \
+            DECISIONS="decisions_listen = \"127.0.0.1:$SG_DECISIONS\"\ntrusted_proxies = [\"127.0.0.1/32\"]" \
+            MAX_ENTRIES=${SG_MAX_ENTRIES:-2000000} render "$HERE/sessiongate.toml.in" "$RUN/sessiongate.toml"
+        spawn sg-decisions "$PROXY_CPU" "$SG_BIN" --config "$RUN/sessiongate.toml" run
+        SIDE_PID=$LAST_PID
+        wait_status "http://127.0.0.1:$SG_ADMIN/health/ready" 200 30 ||
+            die "sessiongate did not become ready: $(tail -20 "$RUN/sg-decisions.log")"
+        start_proxy nginx
         ;;
     nginx)
         mkdir -p "$RUN/nginx-tmp"
@@ -369,14 +386,20 @@ stop_proxy() {
     [[ $1 == sg* ]] && sig=INT # sessiongate: SIGINT stops at once, SIGTERM drains
     stop_pid "$PROXY_PID" "$sig"
     PROXY_PID=
+    if [[ -n $SIDE_PID ]]; then
+        stop_pid "$SIDE_PID" INT # sessiongate
+        SIDE_PID=
+    fi
 }
 
-# The proxy's processes: the main pid and its descendants (nginx: master + worker).
+# The proxy's processes: the main pids (space-separated) and their descendants (nginx: master + worker).
 proc_tree() {
-    local p=$1 c
-    [[ -d /proc/$p ]] || return 0
-    echo "$p"
-    for c in $(pgrep -P "$p" || true); do proc_tree "$c"; done
+    local p c
+    for p in $1; do
+        [[ -d /proc/$p ]] || continue
+        echo "$p"
+        for c in $(pgrep -P "$p" || true); do proc_tree "$c"; done
+    done
 }
 cpu_ticks() { # utime + stime of the tree, in clock ticks
     local t=0 p v
@@ -531,7 +554,8 @@ EOF
 run_case() { # NAME PROXY URL TOKENS KIND DESC
     local name=$1 proxy=$2 url=$3 tokens=$4 kind=$5 desc=$6
     local auth=0 probe=000 noauth=000 wrkout=$RUN/$name.wrk tw t0=0 t1=0 s0 s1 b0 b1 w0 w1 stats hwm threads burst=""
-    [[ $url == */api/* || $url == */auth/* || $url == */authcache/* || $url == */authnobody/* ]] && auth=1
+    [[ $url == */api/* || $url == */auth/* || $url == */authcache/* || $url == */authnobody/* ||
+        $url == */authsg/* ]] && auth=1
     wait_quiet
     tw=$(time_wait)
     log "case $name: $desc"
@@ -544,7 +568,7 @@ run_case() { # NAME PROXY URL TOKENS KIND DESC
     fi
     stub_reset
     s0=$(cpu_ticks "$STUB_PID")
-    if [[ $proxy != none ]]; then t0=$(cpu_ticks "$PROXY_PID"); fi
+    if [[ $proxy != none ]]; then t0=$(cpu_ticks "$PROXY_PID $SIDE_PID"); fi
     b0=$(busy_ticks)
     w0=$(date +%s%N)
     if [[ $kind == wrk ]]; then
@@ -564,17 +588,18 @@ run_case() { # NAME PROXY URL TOKENS KIND DESC
     fi
     b1=$(busy_ticks)
     w1=$(date +%s%N)
-    if [[ $proxy != none ]]; then t1=$(cpu_ticks "$PROXY_PID"); fi
+    if [[ $proxy != none ]]; then t1=$(cpu_ticks "$PROXY_PID $SIDE_PID"); fi
     s1=$(cpu_ticks "$STUB_PID")
     if [[ $proxy != none ]]; then
-        hwm=$(hwm_kb "$PROXY_PID")
-        threads=$(nprocs_threads "$PROXY_PID")
+        hwm=$(hwm_kb "$PROXY_PID $SIDE_PID")
+        threads=$(nprocs_threads "$PROXY_PID $SIDE_PID")
     else
         hwm=0 threads=""
     fi
     stats=$(stub_stats)
     local alive=1
     if [[ $proxy != none ]] && ! kill -0 "$PROXY_PID" 2>/dev/null; then alive=0; fi
+    if [[ -n $SIDE_PID ]] && ! kill -0 "$SIDE_PID" 2>/dev/null; then alive=0; fi
     python3 "$HERE/report.py" record \
         --name "$name" --proxy "$proxy" --url "$url" --tokens "$tokens" --kind "$kind" --desc "$desc" \
         --auth "$auth" --probe "$probe" --noauth "$noauth" --wrk "$wrkout" --burst "$burst" \
@@ -586,6 +611,10 @@ run_case() { # NAME PROXY URL TOKENS KIND DESC
     tail -1 "$RUN/cases.jsonl" | python3 "$HERE/report.py" oneline >&2
     if [[ $proxy != none ]]; then
         cp "$RUN/$proxy.log" "$RUN/$name.proxy.log" 2>/dev/null || true
+        if [[ $proxy == nginx-sg ]]; then
+            cp "$RUN/nginx.log" "$RUN/$name.proxy.log" 2>/dev/null || true
+            cp "$RUN/sg-decisions.log" "$RUN/$name.sessiongate.log" 2>/dev/null || true
+        fi
         stop_proxy "$proxy"
     fi
     drain
@@ -623,7 +652,7 @@ load_mode() {
     ((any)) || die "CASES='$CASES' selects no case (run.sh list)"
     # Keep the raw material next to the results: wrk outputs and proxy logs.
     mkdir -p "$out/raw"
-    cp "$RUN"/*.wrk "$RUN"/*.proxy.log "$RUN"/*.burst "$RUN"/*.burst.err "$out/raw/" 2>/dev/null || true
+    cp "$RUN"/*.wrk "$RUN"/*.proxy.log "$RUN"/*.sessiongate.log "$RUN"/*.burst "$RUN"/*.burst.err "$out/raw/" 2>/dev/null || true
     find "$out/raw" -type f -empty -delete
     cp "$RUN/cases.jsonl" "$out/raw/cases.jsonl"
     python3 "$HERE/report.py" render "$RUN/cases.jsonl" "$out" "$env" "$versions"
