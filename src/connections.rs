@@ -19,7 +19,7 @@
 //! Connections pingora would not serve over HTTP/1 (h2c, or ALPN `h2` / custom on a TLS
 //! listener) are handed to pingora's own loop unchanged, still under the permit.
 
-use std::sync::Arc;
+use std::sync::{Arc, Once, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -81,12 +81,29 @@ impl ConnectionMetrics {
     }
 }
 
+/// What the proxy's runtime runs about once a second ([`set_worker_maintenance`]).
+static WORKER_MAINTENANCE: OnceLock<fn()> = OnceLock::new();
+
+/// How often the worker maintenance runs.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(1);
+
+/// Sets what the proxy's runtime runs about once a second, from the first connection on: the
+/// binary gives mimalloc's collection (`src/main.rs`), so that memory freed when connections close
+/// goes back to the OS even when no request follows. It runs on one worker thread (with
+/// `server.threads` > 1, on whichever worker runs the task). Only the first call counts; `false`
+/// when one was set before.
+pub fn set_worker_maintenance(f: fn()) -> bool {
+    WORKER_MAINTENANCE.set(f).is_ok()
+}
+
 /// Wraps pingora's HTTP application (the proxy) with the connection limit and the idle wait.
 pub struct ConnectionGate<A> {
     app: Arc<A>,
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
     metrics: ConnectionMetrics,
+    /// Starts the worker maintenance task once, inside the proxy's runtime.
+    maintenance: Once,
 }
 
 impl<A> ConnectionGate<A> {
@@ -104,7 +121,24 @@ impl<A> ConnectionGate<A> {
                 max_connections.clamp(1, Semaphore::MAX_PERMITS),
             )),
             metrics,
+            maintenance: Once::new(),
         }
+    }
+
+    /// Spawns the [`set_worker_maintenance`] task on the current runtime, the first time only.
+    fn start_maintenance(&self) {
+        self.maintenance.call_once(|| {
+            if let Some(&f) = WORKER_MAINTENANCE.get() {
+                tokio::spawn(async move {
+                    let mut every = tokio::time::interval(MAINTENANCE_EVERY);
+                    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        every.tick().await;
+                        f();
+                    }
+                });
+            }
+        });
     }
 }
 
@@ -127,6 +161,7 @@ where
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        self.start_maintenance();
         let Ok(_permit) = Arc::clone(&self.permits).try_acquire_owned() else {
             self.metrics.refused.inc();
             refuse(stream).await;
@@ -217,9 +252,13 @@ async fn wait_for_request(stream: &mut Stream, idle: Duration, shutdown: &Shutdo
         }
     };
     let mut first = [0u8; 1];
+    // pingora's timer, not tokio's: arming a tokio timer that is due before the runtime's next
+    // wake-up wakes the I/O driver (an eventfd write and one more epoll round per request);
+    // pingora's timers are 10 ms ticks kept by a thread of their own, armed only when the wait
+    // is pending, as pingora's own keep-alive reads do.
     tokio::select! {
         biased;
-        peeked = tokio::time::timeout(idle, stream.try_peek(&mut first)) => {
+        peeked = pingora::time::fast_timeout::fast_timeout(idle, stream.try_peek(&mut first)) => {
             matches!(peeked, Ok(Ok(_)))
         }
         () = stopping => false,

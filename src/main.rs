@@ -12,21 +12,36 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// `mi_option_purge_delay` in mimalloc v3's `mi_option_t` (include/mimalloc.h of libmimalloc-sys
+/// `mi_option_purge_delay` in mimalloc's `mi_option_t` (include/mimalloc.h of libmimalloc-sys
 /// 0.1.49, which has no constant for it).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Memory freed by closed connections goes back to the OS at once instead of after mimalloc's
-/// purge delay (1 s in v3): a purge only runs when the freeing thread allocates again, so after a
-/// burst of connections closes and the worker goes idle, a delayed purge never ran and the RSS
-/// stayed at its peak (benches/memory/idle.py). `MIMALLOC_PURGE_DELAY` in the environment still
-/// wins (mimalloc reads it when the process starts).
-fn purge_freed_memory_at_once() {
+/// How long freed memory stays mapped before mimalloc returns it to the OS, in milliseconds.
+///
+/// 0 (return at once) made every request fault its buffers back in: ~2.4 page faults per request
+/// and 20-25 % fewer requests per second than 100 ms (benches/load/README.md, "pingora's
+/// options"); mimalloc's own 10 ms still faulted ~0.7 times per request.
+const PURGE_DELAY_MS: std::os::raw::c_long = 100;
+
+/// Sets mimalloc's purge delay ([`PURGE_DELAY_MS`]) unless `MIMALLOC_PURGE_DELAY` is in the
+/// environment (mimalloc reads it when the process starts), and has the proxy's worker run
+/// mimalloc's collection about once a second ([`sessiongate::connections::set_worker_maintenance`]):
+/// a delayed purge only runs when the freeing thread calls into mimalloc again, so after a burst
+/// of connections closes and the worker goes idle, the memory would otherwise stay mapped
+/// (benches/memory/idle.py).
+fn tune_allocator() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: called first thing in `main`, before any other thread exists (the option API is
         // not thread safe); it only stores an integer option.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
     }
+    sessiongate::connections::set_worker_maintenance(collect_freed_memory);
+}
+
+/// Returns this thread's freed memory whose purge delay has passed to the OS.
+fn collect_freed_memory() {
+    // SAFETY: mimalloc's collection of the calling thread's heap; no pointers are passed.
+    unsafe { libmimalloc_sys::mi_collect(false) };
 }
 
 #[derive(Parser)]
@@ -54,7 +69,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    purge_freed_memory_at_once();
+    tune_allocator();
     let cli = Cli::parse();
     if let Some(Command::ConfigSchema) = cli.command {
         return print_config_schema();
