@@ -229,9 +229,10 @@ impl ServeHttp for Decisions {
         let rt = self.shared.runtime();
         let req = session.req_header();
         let request_id = crate::proxy::request_id::request_id(req);
+        let request_id = crate::proxy::request_id::as_str(&request_id);
         // the ingress's trace context is the parent, as a client's is for the proxy
         let trace = rt.tracing.start_request(&req.headers, &req.method);
-        let answer = decide(&rt, session, &request_id, &trace, &self.shared.metrics).await;
+        let answer = decide(&rt, session, request_id, &trace, &self.shared.metrics).await;
         let route = answer
             .route
             .and_then(|i| rt.config.routes.get(i))

@@ -110,6 +110,19 @@ impl CanonicalTarget {
         }
     }
 
+    /// Whether `raw` (a request target as received) is byte for byte [`Self::to_target`], checked
+    /// without building it: the usual request needs no rewriting.
+    pub fn is_target(&self, raw: &[u8]) -> bool {
+        let path = self.path.as_bytes();
+        match (&self.query, raw.split_at_checked(path.len())) {
+            (None, Some((p, rest))) => p == path && rest.is_empty(),
+            (Some(q), Some((p, rest))) => {
+                p == path && rest.first() == Some(&b'?') && &rest[1..] == q.as_bytes()
+            }
+            (_, None) => false,
+        }
+    }
+
     fn target_len(&self) -> usize {
         self.path.len() + self.query.as_ref().map_or(0, |q| q.len() + 1)
     }

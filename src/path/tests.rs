@@ -231,6 +231,39 @@ fn to_target() {
 }
 
 #[test]
+fn is_target_is_to_target_compared() {
+    let raws = [
+        "/a",
+        "/a?",
+        "/a?x=1",
+        "/a/../b?x=1",
+        "//a/",
+        "/a%2f",
+        "/a%2F",
+        "/%7e",
+        "/~",
+        "/a?b?c",
+        "/a/.",
+        "/a/./b",
+        "/a b",
+        "/",
+    ];
+    for raw in raws {
+        let Ok(target) = canonicalize(raw.as_bytes()) else {
+            continue;
+        };
+        for other in raws {
+            assert_eq!(
+                target.is_target(other.as_bytes()),
+                target.to_target() == other,
+                "{raw} canonical {:?} vs {other}",
+                target.to_target()
+            );
+        }
+    }
+}
+
+#[test]
 fn canonicalize_path_treats_question_mark_as_data() {
     assert_eq!(canonicalize_path("/api?x").as_deref(), Ok("/api%3Fx"));
     assert_eq!(canonicalize_path("/api/../v1/").as_deref(), Ok("/v1/"));

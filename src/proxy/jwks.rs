@@ -26,7 +26,7 @@ pub(super) async fn write(
     session: &mut Session,
     body: Bytes,
     cache_control: &str,
-    request_id: &str,
+    request_id: http::HeaderValue,
 ) -> Result<()> {
     let mut header = ResponseHeader::build(200, Some(4))?;
     header.insert_header(http::header::CONTENT_TYPE, "application/jwk-set+json")?;

@@ -35,7 +35,8 @@ use request_id::{request_id, X_REQUEST_ID};
 pub struct RequestCtx {
     started: Instant,
     runtime: Option<Arc<Runtime>>,
-    request_id: String,
+    /// `X-Request-Id` of this request (`request_id::as_str` for its text).
+    request_id: HeaderValue,
     route: Option<usize>,
     target: Option<CanonicalTarget>,
     identity: Vec<(HeaderName, HeaderValue)>,
@@ -118,8 +119,8 @@ impl Proxy {
     ) -> Result<()> {
         ctx.outcome = err.outcome();
         ctx.answered = Some(err.status());
-        let (mut header, body) = err.to_response(&ctx.request_id)?;
-        header.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+        let (mut header, body) = err.to_response(request_id::as_str(&ctx.request_id))?;
+        header.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
         for c in ctx.set_cookie.drain(..) {
             header.append_header(
                 "set-cookie",
@@ -153,7 +154,7 @@ impl ProxyHttp for Proxy {
         RequestCtx {
             started: Instant::now(),
             runtime: None,
-            request_id: String::new(),
+            request_id: HeaderValue::from_static("-"),
             route: None,
             target: None,
             identity: Vec::new(),
@@ -188,7 +189,7 @@ impl ProxyHttp for Proxy {
             ctx.outcome = "anonymous";
             ctx.answered = Some(status);
             ctx.runtime = Some(rt);
-            jwks::write(session, body, &cache, &ctx.request_id).await?;
+            jwks::write(session, body, &cache, ctx.request_id.clone()).await?;
             return Ok(true);
         }
         let mut verdict = self.admit(session, ctx, &rt).await;
@@ -283,26 +284,32 @@ impl ProxyHttp for Proxy {
         let trusted =
             client_ip.is_some_and(|ip| cfg.server.trusted_proxies.iter().any(|n| n.contains(&ip)));
 
-        let doomed: Vec<HeaderName> = upstream_request
-            .headers
-            .keys()
-            .filter(|n| {
-                identity::is_stripped(n, &cfg.identity_header_names)
-                    || (!trusted && forwarding::untrusted_only(n))
-            })
-            .cloned()
-            .collect();
-        for name in doomed {
-            upstream_request.remove_header(&name);
+        let doomed = |n: &HeaderName| {
+            identity::is_stripped(n, &cfg.identity_header_names)
+                || (!trusted && forwarding::untrusted_only(n))
+        };
+        // most requests carry none: no list is built for them
+        if upstream_request.headers.keys().any(doomed) {
+            let names: Vec<HeaderName> = upstream_request
+                .headers
+                .keys()
+                .filter(|n| doomed(n))
+                .cloned()
+                .collect();
+            for name in names {
+                upstream_request.remove_header(&name);
+            }
         }
 
         if let Some(target) = &ctx.target {
-            upstream_request.set_raw_path(target.to_target().as_bytes())?;
+            if !target.is_target(upstream_request.raw_path()) {
+                upstream_request.set_raw_path(target.to_target().as_bytes())?;
+            }
         }
         for (name, value) in ctx.identity.drain(..) {
             upstream_request.insert_header(name, value)?;
         }
-        upstream_request.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+        upstream_request.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
         if let Some((parent, state)) = ctx.trace.as_ref().and_then(RequestTrace::upstream_headers) {
             upstream_request.insert_header(TRACEPARENT, parent)?;
             match state {
@@ -384,7 +391,7 @@ impl ProxyHttp for Proxy {
             upstream_response.insert_header(http::header::CONNECTION, "close")?;
             session.set_keepalive(None);
         }
-        upstream_response.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+        upstream_response.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
         for c in ctx.set_cookie.drain(..) {
             if let Ok(v) = HeaderValue::from_maybe_shared(c) {
                 upstream_response.append_header("set-cookie", v)?;
@@ -497,7 +504,7 @@ impl ProxyHttp for Proxy {
             let path = ctx.target.as_ref().map_or("-", |t| t.path.as_str());
             tracing::info!(
                 target: "sessiongate::access",
-                request_id = %ctx.request_id,
+                request_id = request_id::as_str(&ctx.request_id),
                 method = %req.method,
                 path,
                 route,
