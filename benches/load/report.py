@@ -204,6 +204,10 @@ def ratio(a, b, key, better="higher"):
 def ratios_md(cases):
     c = by_name(cases)
     pairs = [
+        ("sg-session-1tok", "bare-pingora", "sessiongate session (warm cache, 1 token) vs bare pingora (the floor)"),
+        ("sg-session-1k", "bare-pingora", "sessiongate session (warm cache, 1k tokens) vs bare pingora (the floor)"),
+        ("sg-anon", "bare-pingora", "sessiongate anonymous vs bare pingora (the floor)"),
+        ("bare-pingora", "nginx-plain", "bare pingora vs nginx plain proxy"),
         ("sg-session-1k", "nginx-authreq-cache-1k", "sessiongate session (warm cache, 1k tokens) vs nginx auth_request + proxy_cache"),
         ("sg-session-1k", "sg-anon", "sessiongate session (warm cache, 1k tokens) vs its own anonymous route"),
         ("sg-session-1tok", "sg-anon", "sessiongate session (warm cache, 1 token) vs its own anonymous route"),
@@ -222,6 +226,12 @@ def ratios_md(cases):
         ("sg-session-1k", "traefik-forwardauth-1k", "sessiongate session (warm cache) vs Traefik forwardAuth (no cache)"),
         ("sg-session-1k", "caddy-forwardauth-1k", "sessiongate session (warm cache) vs Caddy forward_auth (no cache)"),
         ("sg-session-1k", "oathkeeper-bearer-1k", "sessiongate session (warm cache) vs Ory Oathkeeper bearer_token (no cache)"),
+        ("opt-bare-nows", "opt-bare-default", "bare pingora: work stealing off vs on"),
+        ("opt-bare-2threads", "opt-bare-default", "bare pingora: 2 threads vs 1 (one CPU)"),
+        ("opt-bare-pool0", "opt-bare-default", "bare pingora: no upstream keep-alive vs pool 128"),
+        ("opt-bare-readbuf0", "opt-bare-default", "bare pingora: no L4 read buffer vs 64 KiB"),
+        ("opt-bare-close", "opt-bare-default", "bare pingora: a connection per request vs keep-alive"),
+        ("opt-sg-session-1tok-2threads", "sg-session-1tok", "sessiongate session (1 token): 2 threads vs 1 (one CPU)"),
     ]
     rows = []
     for a, b, what in pairs:

@@ -202,6 +202,10 @@ class Bench:
             "CACHE_DIR": os.path.join(cache_dir, "nginx-cache"),
             "UPSTREAM": self.upstream,
             "WHOAMI": self.whoami,
+            "THREADS": 1,
+            "DECISIONS": "# no decision API",
+            # nginx's /authsg/ location (the load benchmark's nginx-authreq-sg-1k): unused here
+            "SG_DECISIONS": f"127.0.0.1:{args.port_base + 12}",
             "MAX_ENTRIES": 2000000,
             "MAX_TTL": "600s",
             "NEGATIVE_TTL": "5s",
