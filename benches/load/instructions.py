@@ -19,6 +19,10 @@ what stays the same in every run (start-up, the warm-up, opening the client's co
 shutdown) cancels out. So are the counts of calls that create runtime objects (tasks spawned,
 timers armed, channels made, allocations), read from the profile's call counts.
 
+Call counts are those of functions that are not inlined in either binary (tokio's task list, the
+timer wheel, mimalloc's C entry points, libc's memcpy); a generic function that LTO inlines in one
+binary and not in the other (tokio's channel constructors were) cannot be counted this way.
+
 Valgrind's virtual CPU has no SHA extensions: `sha2` falls back to its portable SHA-256
 (`sha2::sha256::soft::compress`), which the real CPU does not run when it has SHA-NI. Its inclusive
 cost is reported on its own (`soft_sha256_ir`) so that it can be told apart.
@@ -37,7 +41,6 @@ CALLS = {
     "task wake-ups": ("tokio::runtime::task::raw::schedule",),
     "pingora timers": ("pingora_timeout::timer::TimerManager::register_timer",),
     "tokio timers": ("tokio::runtime::time::wheel::Wheel::insert",),
-    "channels": ("tokio::sync::mpsc::chan::channel", "tokio::sync::oneshot::channel"),
     "allocations": ("mi_malloc", "mi_malloc_aligned", "mi_zalloc", "mi_zalloc_aligned", "mi_realloc",
                     "mi_realloc_aligned"),
     "memcpy calls": ("__memcpy_avx_unaligned_erms",),
@@ -99,15 +102,12 @@ def measure(argv):
     if task is None:
         raise SystemExit(f"{path}: no {TASK_FN} in the profile")
     # where sessiongate's own code spends it (inclusive, whole run): its hooks and modules
-    ours = sorted(
-        ((fn, ir) for fn, ir in costs.items() if fn.startswith(("sessiongate::", "<sessiongate::"))),
-        key=lambda x: -x[1],
-    )[:25]
+    ours = {fn: ir for fn, ir in costs.items() if fn.startswith(("sessiongate::", "<sessiongate::"))}
     print(json.dumps({
         "variant": variant, "requests": int(requests), "task_ir": task, "total_ir": totals(path),
         "soft_sha256_ir": costs.get(SOFT_SHA256, 0), "calls": call_counts(path),
         "drive": json.loads(drive), "stats": json.loads(stats),
-        "top_sessiongate": [{"fn": fn, "ir": ir} for fn, ir in ours],
+        "sessiongate_fns": ours,
     }))
 
 
@@ -121,6 +121,18 @@ def slope(points):
     num = sum((x - mx) * (y - my) for x, y in points)
     den = sum((x - mx) ** 2 for x, _ in points)
     return num / den
+
+
+def top_functions(rs, n=14):
+    """sessiongate's functions with the largest per-request slope of inclusive Ir (start-up work,
+    the same in every run, has none)."""
+    fns = set.intersection(*(set(r["sessiongate_fns"]) for r in rs)) if len(rs) > 1 else set()
+    per = []
+    for fn in fns:
+        k = slope([(r["requests"], r["sessiongate_fns"][fn]) for r in rs])
+        if k is not None and k >= 50:
+            per.append({"fn": fn, "ir_per_request": round(k)})
+    return sorted(per, key=lambda x: -x["ir_per_request"])[:n]
 
 
 def valid(run):
@@ -155,8 +167,7 @@ def render(argv):
                 label: slope([(r["requests"], r["calls"][label]) for r in rs]) for label in CALLS
             },
             "problems": problems,
-            "top_sessiongate": rs[-1]["top_sessiongate"] if rs else [],
-            "top_requests": rs[-1]["requests"] if rs else 0,
+            "top_sessiongate": top_functions(rs),
         }
     base = rows.get("bare-pingora")
     lines = ["# Instructions per request (callgrind)", ""]
@@ -188,7 +199,7 @@ def render(argv):
     lines.append("|---|" + "---:|" * len(CALLS))
     for v in variants:
         c = rows[v]["calls_per_request"]
-        lines.append(f"| `{v}` | " + " | ".join("–" if c[k] is None else f"{c[k]:.2f}" for k in CALLS) + " |")
+        lines.append(f"| `{v}` | " + " | ".join("–" if c[k] is None else f"{c[k] + 0.0:.2f}".replace("-0.00", "0.00") for k in CALLS) + " |")
     lines.append("")
     lines.append("Raw counts (instructions of the whole run):")
     lines.append("")
@@ -201,16 +212,14 @@ def render(argv):
         top = rows[v]["top_sessiongate"]
         if not top:
             continue
-        n = rows[v]["top_requests"]
         lines.append("")
-        lines.append(f"sessiongate's functions in `{v}` (inclusive Ir of the {n}-request run ÷ its warm-up "
-                     f"and measured requests, approximate):")
+        lines.append(f"sessiongate's functions in `{v}`, inclusive Ir per request (slopes; a function's "
+                     "cost includes the functions it calls, so rows overlap):")
         lines.append("")
         lines.append("| function | Ir/req |")
         lines.append("|---|---:|")
-        warm = json.loads(env).get("instr_warmup", 0)
-        for t in top[:12]:
-            lines.append(f"| `{t['fn'][:110]}` | {t['ir'] / (n + warm):,.0f} |")
+        for t in top:
+            lines.append(f"| `{t['fn'][:120]}` | {t['ir_per_request']:,} |")
     lines.append("")
     lines.append(f"Environment: `{env}`")
     lines.append("")

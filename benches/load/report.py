@@ -228,7 +228,7 @@ def ratios_md(cases):
         ("sg-session-1k", "oathkeeper-bearer-1k", "sessiongate session (warm cache) vs Ory Oathkeeper bearer_token (no cache)"),
         ("opt-bare-nows", "opt-bare-default", "bare pingora: work stealing off vs on"),
         ("opt-bare-2threads", "opt-bare-default", "bare pingora: 2 threads vs 1 (one CPU)"),
-        ("opt-bare-pool0", "opt-bare-default", "bare pingora: no upstream keep-alive vs pool 128"),
+        ("opt-bare-pool0", "opt-bare-default", "bare pingora: upstream_keepalive_pool_size 0 vs 128"),
         ("opt-bare-readbuf0", "opt-bare-default", "bare pingora: no L4 read buffer vs 64 KiB"),
         ("opt-bare-close", "opt-bare-default", "bare pingora: a connection per request vs keep-alive"),
         ("opt-sg-session-1tok-2threads", "sg-session-1tok", "sessiongate session (1 token): 2 threads vs 1 (one CPU)"),

@@ -22,7 +22,7 @@
 #   BURST_TOKENS=1000 BURST_FANOUT=20 BURST_WAVE=250   cold burst (tokens x fanout requests, by waves)
 #   MEM_SIZES="100000 1000000"                          memory mode sizes
 #   INSTR_REQUESTS="2000 5000 10000"  INSTR_CONNECTIONS=8  INSTR_WARMUP=1000   instructions mode
-#   INSTR_VARIANTS="bare-pingora sg-anon sg-session-1tok sg-session-1k"
+#   INSTR_VARIANTS="bare-pingora sg-anon sg-session-1tok sg-session-1k"   KEEP_PROFILES=1 keeps callgrind's files
 #   PORT_BASE=21000     loopback ports PORT_BASE+0 (upstream), +1 (whoami), +10/+11 (sessiongate),
 #                       +12 (sessiongate decision API, nginx-authreq-sg-1k), +20 (nginx), +30/+31 (envoy), +40 (traefik), +50 (caddy),
 #                       +60/+61/+62 (oathkeeper proxy/api/metrics), +70 (bare pingora)
@@ -119,7 +119,7 @@ oathkeeper-bearer-1k|oathkeeper|http://127.0.0.1:$OATHKEEPER_PORT/auth/x|1000|wr
 opt-bare-default|bare|http://127.0.0.1:$BARE_PORT/anon/x|0|wrk|options: bare pingora, pingora's defaults (as bare-pingora)
 opt-bare-nows|bare:BARE_WORK_STEALING=0|http://127.0.0.1:$BARE_PORT/anon/x|0|wrk|options: bare pingora, work stealing off
 opt-bare-2threads|bare:BARE_THREADS=2|http://127.0.0.1:$BARE_PORT/anon/x|0|wrk|options: bare pingora, 2 worker threads (on the one proxy CPU)
-opt-bare-pool0|bare:BARE_POOL_SIZE=0|http://127.0.0.1:$BARE_PORT/anon/x|0|wrk|options: bare pingora, upstream_keepalive_pool_size 0 (no upstream keep-alive)
+opt-bare-pool0|bare:BARE_POOL_SIZE=0|http://127.0.0.1:$BARE_PORT/anon/x|0|wrk|options: bare pingora, upstream_keepalive_pool_size 0 (pingora 0.9 still keeps the newest connection)
 opt-bare-readbuf0|bare:BARE_L4_READ_BUFFER=0|http://127.0.0.1:$BARE_PORT/anon/x|0|wrk|options: bare pingora, no L4 read buffer (sessiongate's setting)
 opt-bare-close|bare|http://127.0.0.1:$BARE_PORT/anon/x|0|wrk|options: bare pingora, no downstream keep-alive (Connection: close: a new connection per request)
 opt-sg-session-1tok-2threads|sg:THREADS=2|http://127.0.0.1:$SG_PORT/api/x|1|wrk|options: sessiongate session route, 1 token, server.threads = 2 (on the one proxy CPU)
@@ -642,7 +642,8 @@ instructions_mode() {
             [[ -s $cg ]] || die "no callgrind profile for $v/$n: $(tail -5 "$RUN/$kind.log")"
             python3 "$HERE/instructions.py" measure "$cg" "$v" "$n" "$drv" "$stats" >>"$jl"
             tail -1 "$jl" | python3 -c 'import json, sys; r = json.load(sys.stdin); print("[instr] %s %d: task %d Ir, process %d Ir" % (r["variant"], r["requests"], r["task_ir"], r["total_ir"]), file=sys.stderr)'
-            gzip -c "$cg" >"$out/raw/callgrind.$v.$n.gz"
+            # the profiles themselves (~200 KB each compressed) only when asked for
+            if [[ ${KEEP_PROFILES:-0} == 1 ]]; then gzip -c "$cg" >"$out/raw/callgrind.$v.$n.gz"; fi
             drain
         done
     done
