@@ -18,6 +18,9 @@
 //!
 //! Connections pingora would not serve over HTTP/1 (h2c, or ALPN `h2` / custom on a TLS
 //! listener) are handed to pingora's own loop unchanged, still under the permit.
+//!
+//! From the first connection on, the gate also runs the binary's worker maintenance
+//! ([`set_worker_maintenance`]: mimalloc's collection) once a second on the proxy's runtime.
 
 use std::sync::{Arc, Once, OnceLock};
 use std::time::Duration;

@@ -25,7 +25,7 @@
 //! | [`fleet`] | several replicas as one cache on Redis: purge broadcast, shared L2 cache, purge API |
 //! | [`proxy`] | the pingora `ProxyHttp` hooks, delegating to the above |
 //! | [`decisions`] | the decision API for ingresses (nginx `auth_request`, forward auth, Envoy `ext_authz`): a question rebuilt into a `RequestView`, answered by admission |
-//! | [`connections`] | downstream connection limit, keep-alive idle timeout, the idle wait outside the proxy |
+//! | [`connections`] | downstream connection limit, keep-alive idle timeout, the idle wait outside the proxy, the worker maintenance tick |
 //! | [`admin`] | health and metrics listener |
 //! | [`metrics`] | Prometheus metrics with bounded labels |
 //! | [`state`] | the reloadable runtime shared by proxy and admin |
