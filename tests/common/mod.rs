@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 
 pub mod binary;
 pub mod fleet;
+pub mod ingress;
 pub mod redis_server;
 
 pub use sessiongate_testkit::{Behavior, EchoUpstream, KratosDouble, SessionSpec};
@@ -347,4 +348,9 @@ impl World {
         self.kratos.add_session(token, spec);
         id
     }
+}
+
+/// A response header's value as text (`None` when absent or not visible ASCII).
+pub fn header<'r>(r: &'r reqwest::Response, name: &str) -> Option<&'r str> {
+    r.headers().get(name).and_then(|v| v.to_str().ok())
 }
