@@ -251,10 +251,11 @@ if [[ -d /dev/shm && -w /dev/shm ]]; then CACHE_BASE=$(mktemp -d /dev/shm/sessio
 chmod 755 "$RUN" "$CACHE_BASE"
 PIDS=()
 
+# stop_pid PID [SIGNAL] [SECONDS]: signal PID, wait for it to exit (5 s by default), then KILL it.
 stop_pid() {
-    local pid=$1 sig=${2:-TERM} i
+    local pid=$1 sig=${2:-TERM} secs=${3:-5} i
     kill -"$sig" "$pid" 2>/dev/null || return 0
-    for i in $(seq 1 50); do
+    for i in $(seq 1 $((secs * 10))); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
@@ -610,7 +611,7 @@ instr_variant() {
 instructions_mode() {
     local out=${OUT:-$HERE/results/$(date -u +%Y-%m-%d)}
     mkdir -p "$out/raw"
-    local jl=$RUN/instructions.jsonl env versions v n kind path distinct port cg drv stats i
+    local jl=$RUN/instructions.jsonl env versions v n kind path distinct port cg drv stats
     : >"$jl"
     env=$(env_json | python3 -c 'import json,sys; e=json.load(sys.stdin); e.update(instr_warmup=int(sys.argv[1]), instr_connections=int(sys.argv[2])); print(json.dumps(e))' "$INSTR_WARMUP" "$INSTR_CONNECTIONS")
     versions=$(versions_json)
@@ -631,13 +632,9 @@ instructions_mode() {
             drv=$("$STUB_BIN" drive --target "127.0.0.1:$port" --path "$path" --tokens "$n" \
                 --distinct "$distinct" --connections "$INSTR_CONNECTIONS" --prefix "instr-$v" --max-secs 600)
             stats=$(stub_stats)
-            # SIGINT: pingora stops at once; callgrind writes the profile when the process exits.
-            kill -INT "$PROXY_PID" 2>/dev/null || true
-            for i in $(seq 1 600); do
-                kill -0 "$PROXY_PID" 2>/dev/null || break
-                sleep 0.1
-            done
-            stop_pid "$PROXY_PID" KILL
+            # SIGINT: pingora stops at once; callgrind writes the profile when the process exits
+            # (slowly under valgrind: up to a minute).
+            stop_pid "$PROXY_PID" INT 60
             PROXY_PID=
             [[ -s $cg ]] || die "no callgrind profile for $v/$n: $(tail -5 "$RUN/$kind.log")"
             python3 "$HERE/instructions.py" measure "$cg" "$v" "$n" "$drv" "$stats" >>"$jl"
