@@ -36,22 +36,27 @@ pub const REROUTING: &[&str] = &[
 
 /// Whether `name` is a forwarding header (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`).
 pub fn is_forwarding_header(name: &HeaderName) -> bool {
-    let dashed = identity::dashed(name.as_str());
-    let n = dashed.as_deref().unwrap_or(name.as_str());
-    n.starts_with("x-forwarded-") || n == "forwarded" || n == "x-real-ip"
+    forwarding_dashed(&identity::dashed(name))
 }
 
 /// Whether `name` is one of [`REROUTING`].
 pub fn is_rerouting_header(name: &HeaderName) -> bool {
-    let dashed = identity::dashed(name.as_str());
-    let n = dashed.as_deref().unwrap_or(name.as_str());
-    REROUTING.contains(&n)
+    REROUTING.contains(&&*identity::dashed(name))
 }
 
 /// Whether a client request's header must be removed before it goes upstream because the peer
 /// is not a trusted proxy.
 pub fn untrusted_only(name: &HeaderName) -> bool {
-    is_forwarding_header(name) || is_rerouting_header(name)
+    untrusted_only_dashed(&identity::dashed(name))
+}
+
+/// [`untrusted_only`] for a name already read through [`identity::dashed`].
+pub fn untrusted_only_dashed(name: &str) -> bool {
+    forwarding_dashed(name) || REROUTING.contains(&name)
+}
+
+fn forwarding_dashed(n: &str) -> bool {
+    n.starts_with("x-forwarded-") || n == "forwarded" || n == "x-real-ip"
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

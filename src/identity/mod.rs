@@ -12,6 +12,8 @@
 pub mod keys;
 pub mod token;
 
+use std::borrow::Cow;
+
 use http::{HeaderName, HeaderValue};
 use serde_json::Value;
 
@@ -134,14 +136,23 @@ pub fn parse_header_name(name: &str) -> Result<HeaderName, String> {
 /// Whether a client-sent header must be removed before the request goes upstream. Names are compared
 /// with `_` read as `-`: CGI, PHP and WSGI backends (Django, Flask) read `X_User_Id` as `X-User-Id`.
 pub fn is_stripped(name: &HeaderName, configured: &[HeaderName]) -> bool {
-    let dashed = dashed(name.as_str());
-    let n = dashed.as_deref().unwrap_or(name.as_str());
-    n.starts_with(RESERVED_PREFIX) || configured.iter().any(|c| c.as_str() == n)
+    is_stripped_dashed(&dashed(name), configured)
 }
 
-/// The name with `_` replaced by `-`, when it has any.
-pub fn dashed(name: &str) -> Option<String> {
-    name.contains('_').then(|| name.replace('_', "-"))
+/// [`is_stripped`] for a name already read through [`dashed`] (the proxy reads each client header
+/// name once for this and for `forwarding::untrusted_only_dashed`).
+pub fn is_stripped_dashed(name: &str, configured: &[HeaderName]) -> bool {
+    name.starts_with(RESERVED_PREFIX) || configured.iter().any(|c| c.as_str() == name)
+}
+
+/// The name with `_` read as `-` (a copy only when it has any).
+pub fn dashed(name: &HeaderName) -> Cow<'_, str> {
+    let n = name.as_str();
+    if n.contains('_') {
+        Cow::Owned(n.replace('_', "-"))
+    } else {
+        Cow::Borrowed(n)
+    }
 }
 
 /// The identity headers of one route, from a session's values rendered at validation time.

@@ -285,8 +285,9 @@ impl ProxyHttp for Proxy {
             client_ip.is_some_and(|ip| cfg.server.trusted_proxies.iter().any(|n| n.contains(&ip)));
 
         let doomed = |n: &HeaderName| {
-            identity::is_stripped(n, &cfg.identity_header_names)
-                || (!trusted && forwarding::untrusted_only(n))
+            let n = identity::dashed(n);
+            identity::is_stripped_dashed(&n, &cfg.identity_header_names)
+                || (!trusted && forwarding::untrusted_only_dashed(&n))
         };
         // most requests carry none: no list is built for them
         if upstream_request.headers.keys().any(doomed) {
